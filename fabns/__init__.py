@@ -1,3 +1,41 @@
-"""fabns: Fabric connections that run inside Linux namespaces and containers."""
+"""fabns: Fabric connections that run inside Linux namespaces and containers.
+
+.. versionadded:: 0.1
+"""
+
+from fabns.config import Config
+from fabns.connection import NamespaceConnection
+from fabns.errors import (
+    ElevationRequired,
+    EntryFailed,
+    HelperError,
+    InvalidArgument,
+    NamespaceError,
+    NotALeader,
+    NotImplementedYet,
+    PermissionDenied,
+    TargetChanged,
+    TargetNotFound,
+    ToolMissing,
+    UnknownUser,
+)
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Config",
+    "ElevationRequired",
+    "EntryFailed",
+    "HelperError",
+    "InvalidArgument",
+    "NamespaceConnection",
+    "NamespaceError",
+    "NotALeader",
+    "NotImplementedYet",
+    "PermissionDenied",
+    "TargetChanged",
+    "TargetNotFound",
+    "ToolMissing",
+    "UnknownUser",
+    "__version__",
+]

@@ -1,0 +1,388 @@
+"""`NamespaceConnection`: a Fabric connection whose commands run inside a target.
+
+The data path reads one way: this connection resolves its target to a
+verified `~fabns.target.Leader` (once, lazily, on first use), picks a way in
+(`fabns.ways`), and hands every command to `~fabns.runner.NamespaceRemote`,
+Fabric's runner with the way in's wrapper around the command.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from fabric import Connection
+
+from fabns.accounts import Credentials, check_id, merge_environment
+from fabns.config import Config, fabns_setting
+from fabns.engines import KNOWN_ENGINES
+from fabns.errors import (
+    ElevationRequired,
+    EntryFailed,
+    HelperError,
+    InvalidArgument,
+    NamespaceError,
+    NotALeader,
+    NotImplementedYet,
+    PermissionDenied,
+    TargetNotFound,
+    ToolMissing,
+)
+from fabns.helper import helper_command
+from fabns.host import Elevation, HostResult, run_on_host
+from fabns.runner import NamespaceRemote
+from fabns.target import Leader, decode_report, leader_from_probe
+from fabns.ways import Call, WayIn, ways
+
+METHODS = ("auto", "nsenter", "setns", "lxc-attach")
+PROBE_FILES = ("/etc/passwd", "/etc/group")
+
+
+class NamespaceConnection(Connection):  # type: ignore[misc]
+    """A `fabric.Connection` whose `run`, `sudo` (and more) happen inside a namespace.
+
+    Connects to ``host`` over SSH like any Fabric connection, then enters the
+    target on that host for every command::
+
+        c = NamespaceConnection("web1", pid=4242)
+        c.run("hostname")            # the container's hostname
+        c.sudo("id -un", user="www") # as www, inside
+
+    :param host: as for `fabric.Connection` (``user@host:port`` works).
+    :param pid: the host PID of a process inside the target namespaces.
+    :param container: a container name (resolved by ``engine``).
+    :param engine: how to find ``container``: ``"auto"``, ``"machined"``,
+        ``"lxc"``, ``"podman"`` or ``"docker"``.
+    :param owner: the host user owning an unprivileged container.
+    :param method: the way in: ``"auto"`` (nsenter when the host has it,
+        else setns), ``"nsenter"``, ``"setns"`` or ``"lxc-attach"``.
+    :param uid: user to run as inside (number or name looked up *inside*).
+        Default: root of the target (like ``nsenter``).
+    :param gid: group to run as inside; default the user's primary group.
+    :param persistent: keep one entered helper for many commands.
+    :param fabric_kwargs: everything else goes to `fabric.Connection`.
+
+    .. versionadded:: 0.1
+    """
+
+    # Declared at class level: Invoke's DataProxy would turn new instance
+    # attributes into config writes.
+    target_pid: int | None = None
+    container: str | None = None
+    engine: str = "auto"
+    owner: str | None = None
+    method: str = "auto"
+    ns_uid: int | str | None = None
+    ns_gid: int | str | None = None
+    persistent: bool = False
+    fabns_nonce: str = ""
+    _leader: Leader | None = None
+    _way: WayIn | None = None
+    _elevation: Elevation | None = None
+
+    def __init__(
+        self,
+        host: str,
+        *,
+        pid: int | None = None,
+        container: str | None = None,
+        engine: str = "auto",
+        owner: str | None = None,
+        method: str = "auto",
+        uid: int | str | None = None,
+        gid: int | str | None = None,
+        persistent: bool = False,
+        **fabric_kwargs: Any,
+    ) -> None:
+        if fabric_kwargs.get("config") is None:
+            fabric_kwargs["config"] = Config()
+        super().__init__(host, **fabric_kwargs)
+        if (pid is None) == (container is None):
+            raise InvalidArgument("give exactly one of pid= or container=")
+        if pid is not None and (isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0):
+            raise InvalidArgument(f"pid must be a positive integer, not {pid!r}")
+        if engine not in KNOWN_ENGINES:
+            raise InvalidArgument(f"unknown engine {engine!r}; choose from {KNOWN_ENGINES}")
+        if method not in METHODS:
+            raise InvalidArgument(f"unknown method {method!r}; choose from {METHODS}")
+        self._set(
+            target_pid=pid,
+            container=container,
+            engine=engine,
+            owner=owner,
+            method=method,
+            ns_uid=check_id(uid, "uid"),
+            ns_gid=check_id(gid, "gid"),
+            persistent=persistent,
+            fabns_nonce=secrets.token_hex(8),
+        )
+        if container is not None:
+            raise NotImplementedYet("container= (targets by name) is not implemented yet")
+        if owner is not None:
+            raise NotImplementedYet("owner= is not implemented yet")
+        if method == "lxc-attach":
+            raise NotImplementedYet('method="lxc-attach" is not implemented yet')
+        if persistent:
+            raise NotImplementedYet("persistent=True is not implemented yet")
+
+    def __repr__(self) -> str:
+        return f"<NamespaceConnection {self.user}@{self.host}:{self.port} {self._target_key()}>"
+
+    def _target_key(self) -> str:
+        return f"pid={self.target_pid}" if self.target_pid else f"container={self.container}"
+
+    def _identity(self) -> tuple[Any, ...]:
+        return (self.host, self.user, self.port, self._target_key(), self.ns_uid, self.ns_gid)
+
+    # -- resolving the target -------------------------------------------------
+
+    @property
+    def target(self) -> Leader:
+        """The verified leader this connection enters (resolved on first use).
+
+        ``c.target.engine``, ``.pid`` and ``c.method_name`` say what was used.
+        """
+        if self._leader is None:
+            self.resolve()
+        assert self._leader is not None
+        return self._leader
+
+    @property
+    def method_name(self) -> str:
+        """The way in in use (``"nsenter"``, ``"setns"``), after resolving."""
+        if self._way is None:
+            self.resolve()
+        assert self._way is not None
+        return self._way.name
+
+    @property
+    def elevation(self) -> Elevation:
+        """How fabns gets host privilege for this target."""
+        if self._elevation is None:
+            self.resolve()
+        assert self._elevation is not None
+        return self._elevation
+
+    def describe_target(self) -> str:
+        if self._leader is not None:
+            return self._leader.describe()
+        return f"{self._target_key()} on {self.host}"
+
+    def resolve(self) -> Leader:
+        """Find and verify the target now, and choose the way in.
+
+        Raises `TargetNotFound`, `NotALeader`, `PermissionDenied`,
+        `ElevationRequired`, `ToolMissing` or `UnknownUser` -- before anything
+        runs in the target.
+        """
+        self.open()
+        pid = self.target_pid
+        assert pid is not None
+        python = fabns_setting(self.config, "python", "python3")
+        wanted_tools = ["nsenter", "sudo"]
+        request = {"mode": "probe", "pid": pid, "files": list(PROBE_FILES), "tools": wanted_tools}
+        command = helper_command(python, request)
+        elevation = Elevation()
+        report = self._probe(command, elevation, python)
+        if not report["target"].get("exists"):
+            raise TargetNotFound(f"no process {pid} on {self.host}")
+        if report.get("euid") != 0 and not self._accessible(report):
+            elevation = self._elevation_for(report)
+            report = self._probe(command, elevation, python)
+            if not report["target"].get("exists"):
+                raise TargetNotFound(f"no process {pid} on {self.host}")
+        self._check_probe(report, pid, elevation)
+        leader = leader_from_probe(self.host, pid, report, elevated=elevation.active)
+        if not leader.differing:
+            raise NotALeader(
+                f"process {pid} on {self.host} shares every namespace with "
+                f"the {'elevated ' if elevation.active else ''}SSH session: nothing to enter"
+            )
+        way = self._choose_way(leader, python)
+        # Fail early on a bad uid/gid rather than at the first command.
+        leader.book.credentials(self.ns_uid, self.ns_gid, default_root=True)
+        self._set(_leader=leader, _way=way, _elevation=elevation)
+        return leader
+
+    def _probe(self, command: str, elevation: Elevation, python: str) -> dict[str, Any]:
+        result = run_on_host(self, command, elevation)
+        report = decode_report(result.stdout)
+        if report is not None and "target" in report:
+            return report
+        raise self._host_failure(result, elevation, python)
+
+    def _host_failure(self, result: HostResult, elevation: Elevation, python: str) -> Exception:
+        err = result.stderr.strip()
+        where = f"on {self.host}"
+        if elevation.active and result.exited == 1 and err.startswith("sudo:"):
+            return ElevationRequired(f"entering {self.describe_target()} needs root: {err}")
+        if elevation.active and "sudo" in err and "not found" in err:
+            return ElevationRequired(
+                f"entering {self.describe_target()} needs root, no sudo {where}"
+            )
+        if result.exited == 127 or "not found" in err:
+            return ToolMissing(
+                f"{python} not found {where}; the fabns helper needs Python 3.6+ "
+                f"(set fabns.python): {err}"
+            )
+        return HelperError(f"the fabns probe failed {where} (exit {result.exited}): {err}")
+
+    @staticmethod
+    def _accessible(report: dict[str, Any]) -> bool:
+        target = report["target"]
+        inside = target.get("inside") or {}
+        return bool(target.get("exists")) and "error" not in target and "error" not in inside
+
+    def _elevation_for(self, report: dict[str, Any]) -> Elevation:
+        if not (report.get("tools") or {}).get("sudo"):
+            raise ElevationRequired(
+                f"entering {self.describe_target()} needs root and sudo is not installed there"
+            )
+        password = self.config.sudo.password
+        if password:
+            return Elevation("sudo-password", str(password))
+        return Elevation("sudo")
+
+    def _check_probe(self, report: dict[str, Any], pid: int, elevation: Elevation) -> None:
+        target = report["target"]
+        who = "root (via sudo)" if elevation.active else f"{self.user}"
+        for key in ("error",):
+            error = target.get(key) or (target.get("inside") or {}).get(key)
+            if error:
+                step, number = error.get("step"), error.get("errno")
+                if step == "gone":
+                    raise TargetNotFound(f"no process {pid} on {self.host}")
+                if number in (1, 13):
+                    raise PermissionDenied(
+                        f"{who} may not enter process {pid} on {self.host}: "
+                        f"{step} {error.get('detail', '')} failed with "
+                        f"{'EPERM' if number == 1 else 'EACCES'}"
+                    )
+                raise HelperError(
+                    f"could not inspect process {pid} on {self.host}: {step} "
+                    f"{error.get('detail', '')} (errno {number})",
+                    step=str(step),
+                    errno=number,
+                    detail=str(error.get("detail", "")),
+                )
+
+    def _choose_way(self, leader: Leader, python: str) -> WayIn:
+        available = ways()
+        method = self.method
+        if method == "auto":
+            method = "nsenter" if leader.tools.get("nsenter") else "setns"
+        way_class = available[method]
+        for tool in way_class.tools:
+            if not leader.tools.get(tool):
+                raise ToolMissing(
+                    f'method="{method}" needs {tool} on {self.host}, which is not installed '
+                    f'(install util-linux, or use method="setns")'
+                )
+        return way_class(leader, nonce=self.fabns_nonce, python=python)
+
+    # -- running commands ------------------------------------------------------
+
+    def credentials(
+        self, uid: int | str | None = None, gid: int | str | None = None
+    ) -> Credentials:
+        """Who a command runs as: ``uid``/``gid`` or the connection's, resolved inside."""
+        if uid is None:
+            uid, gid = self.ns_uid, self.ns_gid if gid is None else gid
+        return self.target.book.credentials(uid, gid, default_root=True)
+
+    def wrap_command(
+        self,
+        command: str,
+        env: dict[str, Any],
+        *,
+        uid: int | str | None = None,
+        gid: int | str | None = None,
+        shell: str | None = None,
+    ) -> str:
+        """The full host command that runs ``command`` inside the target."""
+        leader = self.target
+        way = self._way
+        assert way is not None
+        creds = self.credentials(uid, gid)
+        call = Call(
+            command=command,
+            credentials=creds,
+            environment=merge_environment(leader.environment, creds, env),
+            shell=shell or creds.shell,
+        )
+        return self.elevation.wrap(way.command(call))
+
+    def explain_failed_entry(self, exited: int, stderr: str) -> NamespaceError:
+        """The exception for a way in that failed without saying why in a marker."""
+        where = self.describe_target()
+        elevation = self.elevation
+        if elevation.active and stderr.startswith("sudo:"):
+            return ElevationRequired(f"entering {where} needs root: {stderr}")
+        if "Permission denied" in stderr or "Operation not permitted" in stderr:
+            return PermissionDenied(f"{self.method_name} may not enter {where}: {stderr}")
+        if exited == 127 or "not found" in stderr:
+            return ToolMissing(f"{self.method_name} on {self.host}: {stderr}")
+        return EntryFailed(
+            f"{self.method_name} could not enter {where} (exit {exited}): {stderr or 'no output'}"
+        )
+
+    def _remote_runner(self) -> NamespaceRemote:
+        return NamespaceRemote(context=self, inline_env=True)
+
+    def _run_inside(self, command: str, options: dict[str, Any], kwargs: dict[str, Any]) -> Any:
+        self.target  # resolve and verify before building the runner
+        runner = self._remote_runner()
+        if "shell" in kwargs:
+            options["shell"] = kwargs["shell"]
+        runner.call_options = options
+        watchers = list(kwargs.pop("watchers", self.config.run.watchers))
+        watchers += self.elevation.watchers()
+        return self._run(runner, command, watchers=watchers, **kwargs)
+
+    def run(self, command: str, **kwargs: Any) -> Any:
+        """Run ``command`` inside the target, as `fabric.Connection.run` does on the host.
+
+        Every `invoke.runners.Runner.run` option works (``env``, ``pty``,
+        ``hide``, ``warn``, ``watchers``, ``timeout``, ``in_stream``, ``echo``,
+        ``shell``...). ``env`` is added on top of the container's own
+        environment, quoted. A ``timeout`` or Ctrl-C kills the command inside.
+        """
+        self.open()
+        return self._run_inside(command, {}, kwargs)
+
+    def sudo(self, command: str, **kwargs: Any) -> Any:
+        """Run ``command`` inside the target as ``user`` (default root).
+
+        No ``sudo`` runs inside the container: fabns enters directly as that
+        user (resolved in the container's ``/etc/passwd``), so ``cd()`` and
+        ``prefix()`` apply as the user too. ``password`` / ``sudo.password``
+        are only used for sudo on the *host*, when entering needs root there.
+        """
+        self.open()
+        user = kwargs.pop("user", self.config.sudo.user)
+        password = kwargs.pop("password", None)
+        if password is not None and self._elevation is not None and self._elevation.active:
+            self._set(_elevation=Elevation("sudo-password", str(password)))
+        uid: int | str = 0 if user is None else user
+        check_id(uid, "user")
+        return self._run_inside(command, {"uid": uid}, kwargs)
+
+    # -- not inside yet ----------------------------------------------------------
+
+    def shell(self, **kwargs: Any) -> Any:
+        """Not built yet: raises rather than opening a shell on the host."""
+        raise NotImplementedYet("shell() inside a namespace is not implemented yet")
+
+    def sftp(self) -> Any:
+        """Not built yet: raises rather than returning the host's filesystem."""
+        raise NotImplementedYet(
+            "sftp(), put() and get() inside a namespace are not implemented yet"
+        )
+
+    def put(self, *args: Any, **kwargs: Any) -> Any:
+        """Not built yet (see `sftp`)."""
+        return self.sftp()
+
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        """Not built yet (see `sftp`)."""
+        return self.sftp()

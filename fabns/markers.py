@@ -1,0 +1,98 @@
+"""Marker lines: how the host side tells the client where the command starts.
+
+Before the user's command runs, the way in writes short lines on stdout, each
+``\\x1ffabns:KIND:NONCE[:FIELDS]``, with a nonce that is random per connection:
+
+``pid:NONCE:N``
+    host PID whose process group is the command's (used to kill it on
+    timeout or Ctrl-C, since closing the channel alone does not).
+``ok:NONCE``
+    entered; everything after this is the command's own output.
+``err:NONCE:STEP:ERRNO:DETAIL``
+    entering failed at STEP; the command never ran.
+
+`MarkerFilter` strips them from the stream (and passes through anything
+before them, such as a sudo prompt) and records what they said.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+PREFIX = b"\x1ffabns:"
+
+
+@dataclass
+class EntryError:
+    step: str
+    errno: int
+    detail: str
+
+
+class MarkerFilter:
+    """Feed stdout chunks in, get the user's output out."""
+
+    def __init__(self, nonce: str) -> None:
+        self.nonce = nonce
+        self._pattern = re.compile(
+            rb"\x1ffabns:(pid|ok|err):" + re.escape(nonce.encode()) + rb"(?::([^\r\n]*))?\r?\n"
+        )
+        self._buffer = b""
+        self.done = False
+        self.entered = False
+        self.host_pid: int | None = None
+        self.error: EntryError | None = None
+
+    def feed(self, data: bytes) -> bytes:
+        """Return the part of ``data`` that belongs to the user."""
+        if self.done:
+            return data
+        self._buffer += data
+        out = b""
+        while not self.done:
+            match = self._pattern.search(self._buffer)
+            if match is None:
+                break
+            out += self._buffer[: match.start()]
+            self._buffer = self._buffer[match.end() :]
+            self._record(
+                match.group(1).decode(), (match.group(2) or b"").decode("utf-8", "replace")
+            )
+        if self.done:
+            out += self._buffer
+            self._buffer = b""
+            return out
+        # Hold back only what could still become a marker.
+        keep = self._partial_marker_start(self._buffer)
+        out += self._buffer[:keep]
+        self._buffer = self._buffer[keep:]
+        return out
+
+    def flush(self) -> bytes:
+        """End of stream: give back whatever was held."""
+        rest, self._buffer = self._buffer, b""
+        return rest
+
+    def _record(self, kind: str, fields: str) -> None:
+        if kind == "pid":
+            self.host_pid = int(fields) if fields.isdigit() else None
+        elif kind == "ok":
+            self.entered = True
+            self.done = True
+        else:
+            step, _, rest = fields.partition(":")
+            number, _, detail = rest.partition(":")
+            self.error = EntryError(step, int(number) if number.isdigit() else 0, detail)
+            self.done = True
+
+    @staticmethod
+    def _partial_marker_start(buffer: bytes) -> int:
+        start = buffer.find(PREFIX[:1])
+        while start != -1:
+            tail = buffer[start:]
+            if tail.startswith(PREFIX) or PREFIX.startswith(tail):
+                if b"\n" not in tail:
+                    return start
+            start = buffer.find(PREFIX[:1], start + 1)
+        return len(buffer)
