@@ -1,0 +1,164 @@
+"""Bad input and a changing world: each a clear fabns error, nothing run anywhere."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from support import METHODS, connect  # noqa: F401
+
+from fabns import (
+    Config,
+    ElevationRequired,
+    InvalidArgument,
+    NamespaceConnection,
+    NamespaceError,
+    NotALeader,
+    NotImplementedYet,
+    PermissionDenied,
+    TargetChanged,
+    TargetNotFound,
+    ToolMissing,
+)
+from fabns.testing import NOPASSWD_USER, SUDO_PASSWORD, SUDO_USER, TEST_USER
+
+
+@pytest.fixture(params=METHODS)
+def method(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+class TestArguments:
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {},
+            {"pid": 1, "container": "x"},
+            {"pid": 0},
+            {"pid": -5},
+            {"pid": "12"},
+            {"pid": True},
+            {"pid": 1, "method": "teleport"},
+            {"pid": 1, "engine": "kubernetes"},
+            {"pid": 1, "uid": -1},
+            {"pid": 1, "uid": "a:b"},
+            {"pid": 1, "gid": 1.5},
+        ],
+    )
+    def test_bad_arguments(self, kwargs):
+        with pytest.raises(InvalidArgument):
+            NamespaceConnection("127.0.0.1", **kwargs)
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"container": "web"},
+            {"pid": 1, "owner": "alice"},
+            {"pid": 1, "method": "lxc-attach"},
+            {"pid": 1, "persistent": True},
+        ],
+    )
+    def test_not_yet_built_options_say_so(self, kwargs):
+        with pytest.raises(NotImplementedYet, match="not implemented yet"):
+            NamespaceConnection("127.0.0.1", **kwargs)
+
+    def test_errors_share_a_base_and_a_builtin(self):
+        assert issubclass(TargetNotFound, NamespaceError) and issubclass(TargetNotFound, LookupError)
+        assert issubclass(PermissionDenied, PermissionError)
+        assert issubclass(ToolMissing, FileNotFoundError)
+
+    def test_file_transfer_and_shell_refuse_rather_than_use_the_host(self, connect):
+        c = connect("root", "plain")
+        for call in (c.sftp, lambda: c.put(__file__, "/tmp/x"), lambda: c.get("/etc/hostname")):
+            with pytest.raises(NotImplementedYet):
+                call()
+        with pytest.raises(NotImplementedYet):
+            c.shell()
+
+
+class TestTargets:
+    def test_pid_that_does_not_exist(self, connect, method):
+        with pytest.raises(TargetNotFound, match="no process 4194000"):
+            connect("root", pid=4194000, method=method).run("true")
+
+    def test_pid_that_is_not_a_namespace_leader(self, connect, method, harness):
+        # the sshd shares every namespace with the SSH session
+        with pytest.raises(NotALeader, match=str(harness.sshd.pid)):
+            connect("root", pid=harness.sshd.pid, method=method).run("true")
+
+    def test_leader_restarted_between_commands(self, connect, method, harness, tmp_path):
+        from fabns.testing import Container
+
+        ctr = Container.start(tmp_path, "fabns-restart", "plain", "root")
+        try:
+            c = connect("root", pid=ctr.leader_pid, method=method)
+            assert c.run("hostname", hide=True).stdout == "fabns-restart\n"
+            ctr = ctr.restart()
+            with pytest.raises(TargetChanged, match="nothing was run"):
+                c.run("echo ran > /ran-after-restart")
+            assert not (ctr.rootfs / "ran-after-restart").exists()
+        finally:
+            ctr.stop()
+
+    def test_leader_died_between_resolve_and_run(self, connect, method, tmp_path):
+        from fabns.testing import Container
+
+        ctr = Container.start(tmp_path, "fabns-dies", "plain", "root")
+        try:
+            c = connect("root", pid=ctr.leader_pid, method=method)
+            c.resolve()
+        finally:
+            ctr.stop()
+        with pytest.raises(TargetChanged, match="exited"):
+            c.run("true")
+
+
+class TestPrivilege:
+    def test_unprivileged_user_without_sudo(self, connect, method):
+        c = connect(TEST_USER, "plain", method=method)
+        with pytest.raises(ElevationRequired, match="needs root"):
+            c.run("true")
+
+    def test_passwordless_sudo_on_the_host(self, connect, method, harness):
+        c = connect(NOPASSWD_USER, "plain", method=method)
+        out = c.run("hostname; id -un", hide=True).stdout
+        assert out == f"{harness.containers['plain'].name}\nroot\n"
+        assert c.elevation.mode == "sudo"
+
+    def test_sudo_password_from_config_is_fed_on_stdin(self, connect, method, harness):
+        config = Config(overrides={"sudo": {"password": SUDO_PASSWORD}})
+        c = connect(SUDO_USER, "plain", method=method, config=config)
+        out = c.run("hostname", hide=True).stdout
+        assert out == f"{harness.containers['plain'].name}\n"
+        assert c.elevation.mode == "sudo-password"
+        # the password never appears on a command line: look at what runs on the host
+        assert all(SUDO_PASSWORD not in p for p in _all_cmdlines())
+
+    def test_sudo_password_and_pty(self, connect, method, harness):
+        config = Config(overrides={"sudo": {"password": SUDO_PASSWORD}})
+        c = connect(SUDO_USER, "plain", method=method, config=config)
+        out = c.run("hostname", hide=True, pty=True).stdout
+        assert out.replace("\r", "").endswith(f"{harness.containers['plain'].name}\n")
+        assert SUDO_PASSWORD not in out
+
+    def test_sudo_needing_a_password_without_one(self, connect, method):
+        c = connect(SUDO_USER, "plain", method=method)
+        with pytest.raises(ElevationRequired, match="password"):
+            c.run("true")
+
+    def test_wrong_python_is_reported(self, connect, method):
+        config = Config(overrides={"fabns": {"python": "/nonexistent/python3"}})
+        with pytest.raises(ToolMissing, match="/nonexistent/python3"):
+            connect("root", "plain", method=method, config=config).run("true")
+
+
+def _all_cmdlines() -> list[str]:
+    lines = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    lines.append(f.read().decode("utf-8", "replace"))
+            except OSError:
+                pass
+    return lines

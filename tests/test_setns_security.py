@@ -1,0 +1,53 @@
+"""The setns helper's promises: what the command inside can and cannot see."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from support import ALL_TARGETS, METHODS, connect  # noqa: F401
+
+HELPER = Path(__file__).resolve().parent.parent / "fabns" / "_helper.py"
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("user,key", ALL_TARGETS)
+def test_only_stdio_is_open_inside(connect, method, user, key):
+    c = connect(user, key, method=method)
+    # fd 3 is the directory `ls` itself opened to list /proc/self/fd
+    assert c.run("ls /proc/self/fd", hide=True).stdout.split() == ["0", "1", "2", "3"]
+
+
+@pytest.mark.parametrize("user,key", ALL_TARGETS)
+def test_helper_is_not_dumpable_while_it_holds_host_fds(connect, user, key):
+    c = connect(user, key, method="setns")
+    promise = c.run("sleep 2", asynchronous=True, hide=True)
+    deadline = time.monotonic() + 5
+    while promise.runner.markers.host_pid is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    pid = promise.runner.markers.host_pid
+    assert pid is not None
+    # /proc/PID of a non-dumpable process belongs to root, whoever runs it
+    status = Path(f"/proc/{pid}/status").read_text()
+    real_uid = int(status.split("Uid:")[1].split()[0])
+    assert real_uid == (0 if user == "root" else int(subprocess.check_output(["id", "-u", user])))
+    assert os.stat(f"/proc/{pid}/fd").st_uid == 0
+    promise.join()
+
+
+def test_helper_needs_nothing_newer_than_python_3_6():
+    result = subprocess.run(
+        [sys.executable, "-m", "vermin", "-t=3.6-", "--no-tips", "--violations", str(HELPER)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_helper_imports_nothing_from_fabns():
+    source = HELPER.read_text()
+    assert "import fabns" not in source and "from fabns" not in source
