@@ -13,10 +13,10 @@ import subprocess
 import time
 from collections.abc import Callable
 
+from fabns.testing import Harness
 from fabric import Connection
 
 from fabns import NamespaceConnection
-from fabns.testing import Harness
 
 
 def timed(fn: Callable[[], object], rounds: int) -> float:
@@ -50,7 +50,7 @@ def main() -> None:
             ]  # fmt: skip
             rows.append(
                 (user, "raw OpenSSH (ControlMaster)",
-                 timed(lambda: subprocess.run([*ssh, "true"], check=True), args.rounds))
+                 timed(lambda ssh=ssh: subprocess.run([*ssh, "true"], check=True), args.rounds))
             )  # fmt: skip
             subprocess.run([*ssh[:-1], "-O", "exit", ssh[-1]], capture_output=True)
             with Connection(**kw) as plain:

@@ -44,8 +44,10 @@ def demo() -> int:
                     c.run("echo written inside > only-in-container.txt")
                 on_host = os.path.exists("/tmp/only-in-container.txt")
                 print(f"  wrote /tmp/only-in-container.txt inside; on the host's /tmp: {on_host}")
-                print(f"  way in: {c.method_name}, leader PID {c.target.pid}, "
-                      f"namespaces entered: {', '.join(c.target.differing)}")
+                print(
+                    f"  way in: {c.method_name}, leader PID {c.target.pid}, "
+                    f"namespaces entered: {', '.join(c.target.differing)}"
+                )
         c = NamespaceConnection(**harness.sshd.connection_kwargs("root"), pid=ctr.leader_pid)
         with c:
             c.run("true")
@@ -61,7 +63,9 @@ def demo() -> int:
             print(f"\nalice (no sudo) into her own user-namespaced container: {r.stdout.split()}")
     finally:
         harness.stop()
-    print(f"\nfabns demo: done in {time.monotonic() - started:.1f}s; everything it started is gone.")
+    print(
+        f"\nfabns demo: done in {time.monotonic() - started:.1f}s; everything it started is gone."
+    )
     return 0
 
 

@@ -330,7 +330,8 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
         return NamespaceRemote(context=self, inline_env=True)
 
     def _run_inside(self, command: str, options: dict[str, Any], kwargs: dict[str, Any]) -> Any:
-        self.target  # resolve and verify before building the runner
+        if self._leader is None:
+            self.resolve()
         runner = self._remote_runner()
         if "shell" in kwargs:
             options["shell"] = kwargs["shell"]

@@ -91,8 +91,7 @@ class MarkerFilter:
         start = buffer.find(PREFIX[:1])
         while start != -1:
             tail = buffer[start:]
-            if tail.startswith(PREFIX) or PREFIX.startswith(tail):
-                if b"\n" not in tail:
-                    return start
+            if (tail.startswith(PREFIX) or PREFIX.startswith(tail)) and b"\n" not in tail:
+                return start
             start = buffer.find(PREFIX[:1], start + 1)
         return len(buffer)

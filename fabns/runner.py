@@ -11,6 +11,7 @@ group on the host instead of only closing the channel.
 
 from __future__ import annotations
 
+import contextlib
 import errno as errno_codes
 import signal
 from typing import TYPE_CHECKING, Any
@@ -86,16 +87,14 @@ class NamespaceRemote(Remote):  # type: ignore[misc]
         pid = self.markers.host_pid
         if pid is None or not self.markers.entered:
             return
-        try:
+        with contextlib.suppress(Exception):
             run_on_host(self.context, kill_group_command(pid, signame), self.context.elevation)
-        except Exception:
-            pass
 
     def generate_result(self, **kwargs: Any) -> Any:
         exited = kwargs.get("exited")
-        if not self.opts.get("dry") and not self.timed_out and exited is not None:
-            if not self.markers.entered:
-                raise self._entry_failure(kwargs)
+        ran = not self.opts.get("dry") and not self.timed_out and exited is not None
+        if ran and not self.markers.entered:
+            raise self._entry_failure(kwargs)
         return super().generate_result(**kwargs)
 
     def _entry_failure(self, kwargs: dict[str, Any]) -> NamespaceError:

@@ -25,7 +25,9 @@ def connect(harness: Any) -> Iterator[Connect]:
     """Factory: ``connect(user, container_key, **kwargs)`` -> NamespaceConnection."""
     made: list[NamespaceConnection] = []
 
-    def factory(user: str = "root", container: str = "plain", **kwargs: Any) -> NamespaceConnection:
+    def factory(
+        user: str = "root", container: str = "plain", **kwargs: Any
+    ) -> NamespaceConnection:
         if "pid" not in kwargs:
             kwargs["pid"] = harness.containers[container].leader_pid
         conn = NamespaceConnection(**harness.sshd.connection_kwargs(user), **kwargs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from fabns.testing import NOPASSWD_USER, SUDO_PASSWORD, SUDO_USER, TEST_USER
 from support import METHODS, connect  # noqa: F401
 
 from fabns import (
@@ -20,7 +21,6 @@ from fabns import (
     TargetNotFound,
     ToolMissing,
 )
-from fabns.testing import NOPASSWD_USER, SUDO_PASSWORD, SUDO_USER, TEST_USER
 
 
 @pytest.fixture(params=METHODS)
@@ -63,7 +63,9 @@ class TestArguments:
             NamespaceConnection("127.0.0.1", **kwargs)
 
     def test_errors_share_a_base_and_a_builtin(self):
-        assert issubclass(TargetNotFound, NamespaceError) and issubclass(TargetNotFound, LookupError)
+        assert issubclass(TargetNotFound, NamespaceError) and issubclass(
+            TargetNotFound, LookupError
+        )
         assert issubclass(PermissionDenied, PermissionError)
         assert issubclass(ToolMissing, FileNotFoundError)
 

@@ -6,11 +6,11 @@ root's containers and for the unprivileged owner's (alice) containers.
 
 from __future__ import annotations
 
+import _thread
 import io
 import os
 import threading
 import time
-import _thread
 
 import pytest
 from fabric.runners import Result
@@ -131,7 +131,9 @@ class TestCommands:
         with c.cd("/tmp"), c.prefix("export GREETING='hello there'"):
             result = c.run('pwd; echo "$GREETING"', hide=True)
         assert result.stdout == "/tmp\nhello there\n"
-        assert result.command == "cd /tmp && export GREETING='hello there' && pwd; echo \"$GREETING\""
+        assert (
+            result.command == "cd /tmp && export GREETING='hello there' && pwd; echo \"$GREETING\""
+        )
 
     def test_sudo_as_user_with_cd_and_prefix(self, connect, method):
         # plain Fabric runs the command *without* sudo here (invoke#459)

@@ -57,8 +57,13 @@ class TestMarkers:
         before = before.replace(b"\x1f", b"")
         stream = (
             before
-            + b"\x1ffabns:pid:" + self.NONCE.encode() + b":4242" + nl
-            + b"\x1ffabns:ok:" + self.NONCE.encode() + nl
+            + b"\x1ffabns:pid:"
+            + self.NONCE.encode()
+            + b":4242"
+            + nl
+            + b"\x1ffabns:ok:"
+            + self.NONCE.encode()
+            + nl
             + after
         )
         f = MarkerFilter(self.NONCE)

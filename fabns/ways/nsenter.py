@@ -46,9 +46,10 @@ class Nsenter(WayIn):
         links = " ".join(f"/proc/{pid}/ns/{n}" for n in names)
         expected = " ".join(f"{n}:[{leader.namespaces[n]}]" for n in names)
         fail = f"printf '{_MARK}err:{self.nonce}:%s:%s:%s\\n'"
+        gone = quote(f"process {pid} has exited")
         return (
             f"s=$(cat /proc/{pid}/stat 2>/dev/null) || "
-            f"{{ {fail} gone 3 {quote(f'process {pid} has exited')}; exit {self.exit_changed}; }}; "
+            f"{{ {fail} gone 3 {gone}; exit {self.exit_changed}; }}; "
             f's=${{s##*) }}; set -- $s; [ "${{20}}" = {quote(leader.start_time)} ] || '
             f"{{ {fail} changed 0 {quote(f'process {pid} was restarted or the PID reused')}; "
             f"exit {self.exit_changed}; }}; "
