@@ -298,10 +298,19 @@ def switch_credentials(uid, gid, groups):
 
 
 def inherited_fds():
+    """Descriptors above stdio that we were started with (the listing's own is gone by now)."""
     try:
-        return [int(n) for n in os.listdir("/proc/self/fd") if int(n) > 2]
+        listed = [int(n) for n in os.listdir("/proc/self/fd") if int(n) > 2]
     except OSError:
         return []
+    alive = []
+    for fd in listed:
+        try:
+            os.fstat(fd)
+            alive.append(fd)
+        except OSError:
+            pass
+    return alive
 
 
 def close_fds(fds):
@@ -349,7 +358,8 @@ def wait_and_relay(child, nonce):
     os._exit(os.WEXITSTATUS(status))
 
 
-def do_exec(request):
+def enter_and_fork(request):
+    """Verify, enter, fork, set up the child; the parent never returns from here."""
     nonce = request["nonce"]
     pid = int(request["pid"])
     inherited = inherited_fds()
@@ -365,7 +375,14 @@ def do_exec(request):
     except Failure as f:
         target.close()
         marker(nonce, "err", f.step, f.err, f.detail)
-        return EXIT_SETUP_FAILED
+        sys.exit(EXIT_SETUP_FAILED)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child = os.fork()
+    if child:
+        target.close()
+        close_fds(inherited)
+        wait_and_relay(child, nonce)
     uid = request.get("uid")
     gid = request.get("gid")
     if new_userns:
@@ -374,27 +391,26 @@ def do_exec(request):
     groups = request.get("groups")
     if groups is None and (uid is not None or gid is not None):
         groups = []
-    sys.stdout.flush()
-    sys.stderr.flush()
-    child = os.fork()
-    if child:
-        target.close()
-        close_fds(inherited)
-        wait_and_relay(child, nonce)
     try:
-        try:
-            os.fchdir(target.root)
-            os.chroot(".")
-        except OSError as e:
-            raise Failure("chroot", e.errno, "/proc/%d/root" % pid)
+        os.fchdir(target.root)
+        os.chroot(".")
+    except OSError as e:
+        raise Failure("chroot", e.errno, "/proc/%d/root" % pid)
+    finally:
         target.close()
-        switch_credentials(uid, gid, groups)
+    switch_credentials(uid, gid, groups)
+    try:
+        os.chdir(request.get("cwd") or "/")
+    except OSError:
+        os.chdir("/")
+    close_fds(inherited)
+
+
+def do_exec(request):
+    nonce = request["nonce"]
+    try:
+        enter_and_fork(request)
         env = dict((str(k), str(v)) for k, v in request.get("env", {}).items())
-        cwd = request.get("cwd") or "/"
-        try:
-            os.chdir(cwd)
-        except OSError:
-            os.chdir("/")
         argv = [str(a) for a in request["argv"]]
         if not os.access(argv[0], os.X_OK):
             fallback = request.get("fallback_shell")
@@ -402,7 +418,6 @@ def do_exec(request):
                 argv[0] = fallback
             else:
                 raise Failure("exec", errno.ENOENT, argv[0])
-        close_fds(inherited)
         marker(nonce, "ok")
         os.execve(argv[0], argv, env)
     except Failure as f:
@@ -410,6 +425,381 @@ def do_exec(request):
     except OSError as e:
         marker(nonce, "err", "exec", e.errno, e.filename or "")
     os._exit(EXIT_SETUP_FAILED)
+
+
+def do_sftp(request):
+    """Enter like exec, then serve SFTP on stdin/stdout from inside the target."""
+    nonce = request["nonce"]
+    try:
+        enter_and_fork(request)
+    except Failure as f:
+        marker(nonce, "err", f.step, f.err, f.detail)
+        os._exit(EXIT_SETUP_FAILED)
+    marker(nonce, "ok")
+    server = SftpServer(0, 1, request.get("temp_prefix", ".fabns-"))
+    try:
+        server.serve()
+    finally:
+        server.cleanup()
+    os._exit(0)
+
+
+class SftpServer(object):
+    """A small SFTP version 3 server, run inside the target after entering.
+
+    It speaks to the client over two descriptors (stdin/stdout of the SSH
+    channel), so paramiko's SFTPClient -- and through it Fabric's put/get --
+    sees the container's filesystem with the container user's rights, with
+    nothing installed in the container. Files opened for writing whose name
+    starts with the temporary prefix are removed if the session ends before
+    they were renamed into place.
+    """
+
+    OK, EOF_, NO_SUCH_FILE, PERMISSION_DENIED, FAILURE, BAD_MESSAGE = 0, 1, 2, 3, 4, 5
+    OP_UNSUPPORTED = 8
+
+    def __init__(self, rfd, wfd, temp_prefix):
+        self.reader = os.fdopen(os.dup(rfd), "rb", 1 << 18)
+        self.wfd = wfd
+        self.temp_prefix = temp_prefix
+        self.handles = {}
+        self.next_handle = 0
+        self.temporaries = set()
+        self.handlers = {
+            3: self.op_open,
+            4: self.op_close,
+            5: self.op_read,
+            6: self.op_write,
+            7: self.op_lstat,
+            8: self.op_fstat,
+            9: self.op_setstat,
+            10: self.op_fsetstat,
+            11: self.op_opendir,
+            12: self.op_readdir,
+            13: self.op_remove,
+            14: self.op_mkdir,
+            15: self.op_rmdir,
+            16: self.op_realpath,
+            17: self.op_stat,
+            18: self.op_rename,
+            19: self.op_readlink,
+            20: self.op_symlink,
+            200: self.op_extended,
+        }
+
+    # -- wire format ----------------------------------------------------------
+    def read_exact(self, n):
+        data = self.reader.read(n)
+        return data if len(data) == n else None
+
+    def send(self, ptype, payload):
+        data = struct.pack(">IB", len(payload) + 1, ptype) + payload
+        while data:
+            data = data[os.write(self.wfd, data) :]
+
+    @staticmethod
+    def string(b):
+        if not isinstance(b, bytes):
+            b = b.encode("utf-8", "surrogateescape")
+        return struct.pack(">I", len(b)) + b
+
+    @staticmethod
+    def take_u32(buf, pos):
+        return struct.unpack(">I", buf[pos : pos + 4])[0], pos + 4
+
+    @staticmethod
+    def take_u64(buf, pos):
+        return struct.unpack(">Q", buf[pos : pos + 8])[0], pos + 8
+
+    def take_string(self, buf, pos):
+        n, pos = self.take_u32(buf, pos)
+        return buf[pos : pos + n], pos + n
+
+    def take_path(self, buf, pos):
+        raw, pos = self.take_string(buf, pos)
+        return raw.decode("utf-8", "surrogateescape"), pos
+
+    def take_attrs(self, buf, pos):
+        flags, pos = self.take_u32(buf, pos)
+        attrs = {}
+        if flags & 1:
+            attrs["size"], pos = self.take_u64(buf, pos)
+        if flags & 2:
+            attrs["uid"], pos = self.take_u32(buf, pos)
+            attrs["gid"], pos = self.take_u32(buf, pos)
+        if flags & 4:
+            attrs["mode"], pos = self.take_u32(buf, pos)
+        if flags & 8:
+            attrs["atime"], pos = self.take_u32(buf, pos)
+            attrs["mtime"], pos = self.take_u32(buf, pos)
+        if flags & 0x80000000:
+            count, pos = self.take_u32(buf, pos)
+            for _ in range(count):
+                _, pos = self.take_string(buf, pos)
+                _, pos = self.take_string(buf, pos)
+        return attrs, pos
+
+    @staticmethod
+    def pack_attrs(st):
+        return struct.pack(
+            ">IQIIIII",
+            1 | 2 | 4 | 8,
+            st.st_size,
+            st.st_uid,
+            st.st_gid,
+            st.st_mode,
+            int(st.st_atime) & 0xFFFFFFFF,
+            int(st.st_mtime) & 0xFFFFFFFF,
+        )
+
+    def status(self, rid, code, message=""):
+        self.send(101, struct.pack(">II", rid, code) + self.string(message) + self.string(""))
+
+    def error(self, rid, e):
+        code = {
+            errno.ENOENT: self.NO_SUCH_FILE,
+            errno.EACCES: self.PERMISSION_DENIED,
+            errno.EPERM: self.PERMISSION_DENIED,
+        }.get(e.errno, self.FAILURE)
+        self.status(rid, code, "%s [errno %s]" % (e.strerror or "error", e.errno))
+
+    def handle_reply(self, rid, obj):
+        self.next_handle += 1
+        key = str(self.next_handle).encode()
+        self.handles[key] = obj
+        self.send(102, struct.pack(">I", rid) + self.string(key))
+
+    # -- main loop ------------------------------------------------------------
+    def serve(self):
+        while True:
+            head = self.read_exact(5)
+            if head is None:
+                return
+            length, ptype = struct.unpack(">IB", head)
+            body = self.read_exact(length - 1)
+            if body is None:
+                return
+            if ptype == 1:  # INIT
+                self.send(
+                    2,
+                    struct.pack(">I", 3)
+                    + self.string("posix-rename@openssh.com")
+                    + self.string("1")
+                    + self.string("fsync@openssh.com")
+                    + self.string("1"),
+                )
+                continue
+            rid = struct.unpack(">I", body[:4])[0]
+            handler = self.handlers.get(ptype)
+            if handler is None:
+                self.status(rid, self.OP_UNSUPPORTED, "unsupported")
+                continue
+            try:
+                handler(rid, body, 4)
+            except (OSError, IOError) as e:
+                self.error(rid, e)
+            except (struct.error, KeyError, ValueError, IndexError) as e:
+                self.status(
+                    rid,
+                    self.BAD_MESSAGE if not isinstance(e, KeyError) else self.FAILURE,
+                    "bad request: %s" % e,
+                )
+
+    def cleanup(self):
+        for obj in list(self.handles.values()):
+            if isinstance(obj, tuple):
+                try:
+                    os.close(obj[0])
+                except OSError:
+                    pass
+        for path in self.temporaries:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+    # -- operations -----------------------------------------------------------
+    def op_open(self, rid, b, pos):
+        path, pos = self.take_path(b, pos)
+        pflags, pos = self.take_u32(b, pos)
+        attrs, pos = self.take_attrs(b, pos)
+        flags = 0
+        if pflags & 1 and pflags & 2:
+            flags = os.O_RDWR
+        elif pflags & 2:
+            flags = os.O_WRONLY
+        else:
+            flags = os.O_RDONLY
+        if pflags & 4:
+            flags |= os.O_APPEND
+        if pflags & 8:
+            flags |= os.O_CREAT
+        if pflags & 0x10:
+            flags |= os.O_TRUNC
+        if pflags & 0x20:
+            flags |= os.O_EXCL
+        fd = os.open(path, flags | os.O_CLOEXEC, attrs.get("mode", 0o666) & 0o7777)
+        if pflags & 8 and os.path.basename(path).startswith(self.temp_prefix):
+            self.temporaries.add(os.path.abspath(path))
+        self.handle_reply(rid, (fd, path))
+
+    def op_close(self, rid, b, pos):
+        key, pos = self.take_string(b, pos)
+        obj = self.handles.pop(key)
+        if isinstance(obj, tuple):
+            os.close(obj[0])
+        self.status(rid, self.OK)
+
+    def op_read(self, rid, b, pos):
+        key, pos = self.take_string(b, pos)
+        offset, pos = self.take_u64(b, pos)
+        length, pos = self.take_u32(b, pos)
+        data = os.pread(self.handles[key][0], min(length, 1 << 20), offset)
+        if not data and length:
+            self.status(rid, self.EOF_, "end of file")
+            return
+        self.send(103, struct.pack(">I", rid) + self.string(data))
+
+    def op_write(self, rid, b, pos):
+        key, pos = self.take_string(b, pos)
+        offset, pos = self.take_u64(b, pos)
+        data, pos = self.take_string(b, pos)
+        fd = self.handles[key][0]
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(fd, view, offset)
+            view = view[n:]
+            offset += n
+        self.status(rid, self.OK)
+
+    def reply_attrs(self, rid, st):
+        self.send(105, struct.pack(">I", rid) + self.pack_attrs(st))
+
+    def op_lstat(self, rid, b, pos):
+        path, pos = self.take_path(b, pos)
+        self.reply_attrs(rid, os.lstat(path))
+
+    def op_stat(self, rid, b, pos):
+        path, pos = self.take_path(b, pos)
+        self.reply_attrs(rid, os.stat(path))
+
+    def op_fstat(self, rid, b, pos):
+        key, pos = self.take_string(b, pos)
+        self.reply_attrs(rid, os.fstat(self.handles[key][0]))
+
+    def apply_attrs(self, target, attrs):
+        if "size" in attrs:
+            os.truncate(target, attrs["size"])
+        if "uid" in attrs:
+            os.chown(target, attrs["uid"], attrs["gid"])
+        if "mode" in attrs:
+            os.chmod(target, attrs["mode"] & 0o7777)
+        if "atime" in attrs:
+            os.utime(target, (attrs["atime"], attrs["mtime"]))
+
+    def op_setstat(self, rid, b, pos):
+        path, pos = self.take_path(b, pos)
+        attrs, pos = self.take_attrs(b, pos)
+        self.apply_attrs(path, attrs)
+        self.status(rid, self.OK)
+
+    def op_fsetstat(self, rid, b, pos):
+        key, pos = self.take_string(b, pos)
+        attrs, pos = self.take_attrs(b, pos)
+        self.apply_attrs(self.handles[key][0], attrs)
+        self.status(rid, self.OK)
+
+    def op_opendir(self, rid, b, pos):
+        path, pos = self.take_path(b, pos)
+        names = os.listdir(path)
+        self.handle_reply(rid, [path, [".", ".."] + names])
+
+    def op_readdir(self, rid, b, pos):
+        key, pos = self.take_string(b, pos)
+        path, names = self.handles[key]
+        if not names:
+            self.status(rid, self.EOF_, "end of directory")
+            return
+        batch, self.handles[key][1] = names[:100], names[100:]
+        out = b""
+        count = 0
+        for name in batch:
+            try:
+                st = os.lstat(os.path.join(path, name))
+            except OSError:
+                continue
+            out += self.string(name) + self.string(name) + self.pack_attrs(st)
+            count += 1
+        self.send(104, struct.pack(">II", rid, count) + out)
+
+    def op_remove(self, rid, b, pos):
+        path, pos = self.take_path(b, pos)
+        os.unlink(path)
+        self.status(rid, self.OK)
+
+    def op_mkdir(self, rid, b, pos):
+        path, pos = self.take_path(b, pos)
+        attrs, pos = self.take_attrs(b, pos)
+        os.mkdir(path, attrs.get("mode", 0o777) & 0o7777)
+        self.status(rid, self.OK)
+
+    def op_rmdir(self, rid, b, pos):
+        path, pos = self.take_path(b, pos)
+        os.rmdir(path)
+        self.status(rid, self.OK)
+
+    def op_realpath(self, rid, b, pos):
+        path, pos = self.take_path(b, pos)
+        real = os.path.realpath(path or ".")
+        self.send(
+            104,
+            struct.pack(">II", rid, 1)
+            + self.string(real)
+            + self.string(real)
+            + struct.pack(">I", 0),
+        )
+
+    def op_rename(self, rid, b, pos):
+        old, pos = self.take_path(b, pos)
+        new, pos = self.take_path(b, pos)
+        if os.path.lexists(new):
+            self.status(rid, self.FAILURE, "destination exists")
+            return
+        os.rename(old, new)
+        self.status(rid, self.OK)
+
+    def op_readlink(self, rid, b, pos):
+        path, pos = self.take_path(b, pos)
+        target = os.readlink(path)
+        self.send(
+            104,
+            struct.pack(">II", rid, 1)
+            + self.string(target)
+            + self.string(target)
+            + struct.pack(">I", 0),
+        )
+
+    def op_symlink(self, rid, b, pos):
+        # OpenSSH's argument order (target first) is what paramiko sends
+        target, pos = self.take_path(b, pos)
+        link, pos = self.take_path(b, pos)
+        os.symlink(target, link)
+        self.status(rid, self.OK)
+
+    def op_extended(self, rid, b, pos):
+        name, pos = self.take_string(b, pos)
+        if name == b"posix-rename@openssh.com":
+            old, pos = self.take_path(b, pos)
+            new, pos = self.take_path(b, pos)
+            os.rename(old, new)
+            self.temporaries.discard(os.path.abspath(old))
+            self.status(rid, self.OK)
+        elif name == b"fsync@openssh.com":
+            key, pos = self.take_string(b, pos)
+            os.fsync(self.handles[key][0])
+            self.status(rid, self.OK)
+        else:
+            self.status(rid, self.OP_UNSUPPORTED, "unsupported extension")
 
 
 def which(name):
@@ -522,6 +912,8 @@ def main(argv):
         return do_probe(request)
     if request.get("mode") == "exec":
         return do_exec(request)
+    if request.get("mode") == "sftp":
+        return do_sftp(request)
     sys.stderr.write("fabns helper: unknown mode\n")
     return 2
 

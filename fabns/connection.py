@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+import paramiko
 from fabric import Connection
 
 from fabns.accounts import Credentials, check_id, merge_environment
@@ -368,22 +369,75 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
         check_id(uid, "user")
         return self._run_inside(command, {"uid": uid}, kwargs)
 
+    # -- files -------------------------------------------------------------------
+
+    @property
+    def python(self) -> str:
+        """The host's Python for the helper (config ``fabns.python``)."""
+        return fabns_setting(self.config, "python", "python3")
+
+    def target_label(self) -> str:
+        """A short name for the target, for file names: ``pid-4242`` or the container name."""
+        return self.container or f"pid-{self.target_pid}"
+
+    def sftp(self) -> paramiko.SFTPClient:
+        """An SFTP client whose paths are the *target's* filesystem.
+
+        Served from inside the target by the fabns helper, as the connection's
+        user; memoized like Fabric's, and reopened if its channel closed.
+        """
+        if self._sftp is not None and not self._sftp.sock.closed:
+            return self._sftp
+        from fabns.transfer import open_sftp
+
+        self._set(_sftp=open_sftp(self))
+        return self._sftp
+
+    def put(
+        self,
+        local: Any,
+        remote: str | None = None,
+        preserve_mode: bool = True,
+        *,
+        mode: int | None = None,
+        owner: int | str | None = None,
+        group: int | str | None = None,
+        progress: Any = None,
+    ) -> Any:
+        """Upload ``local`` into the target, atomically, like `fabric.Connection.put`.
+
+        Relative ``remote`` paths resolve against ``cd()`` or the user's home
+        inside. ``mode`` sets the mode (default: the local file's, with
+        ``preserve_mode``); ``owner``/``group`` (names looked up inside) set
+        ownership, which otherwise is the connection's user. ``progress`` is
+        called with (bytes sent, total). Returns `fabric.transfer.Result`.
+        """
+        from fabns.transfer import put
+
+        return put(
+            self, local, remote, preserve_mode, mode=mode, owner=owner, group=group,
+            progress=progress,
+        )  # fmt: skip
+
+    def get(
+        self,
+        remote: str,
+        local: Any = None,
+        preserve_mode: bool = True,
+        *,
+        progress: Any = None,
+    ) -> Any:
+        """Download ``remote`` from inside the target, like `fabric.Connection.get`.
+
+        ``local`` may use ``{host}``, ``{user}``, ``{port}``, ``{dirname}``,
+        ``{basename}`` and ``{target}``; the file appears there only when complete.
+        """
+        from fabns.transfer import get
+
+        return get(self, remote, local, preserve_mode, progress=progress)
+
     # -- not inside yet ----------------------------------------------------------
 
     def shell(self, **kwargs: Any) -> Any:
         """Not built yet: raises rather than opening a shell on the host."""
         raise NotImplementedYet("shell() inside a namespace is not implemented yet")
-
-    def sftp(self) -> Any:
-        """Not built yet: raises rather than returning the host's filesystem."""
-        raise NotImplementedYet(
-            "sftp(), put() and get() inside a namespace are not implemented yet"
-        )
-
-    def put(self, *args: Any, **kwargs: Any) -> Any:
-        """Not built yet (see `sftp`)."""
-        return self.sftp()
-
-    def get(self, *args: Any, **kwargs: Any) -> Any:
-        """Not built yet (see `sftp`)."""
-        return self.sftp()

@@ -83,3 +83,8 @@ class HelperError(NamespaceError, RuntimeError):
 
 class EntryFailed(NamespaceError, RuntimeError):
     """The way in (nsenter, the helper) failed before the command could start."""
+
+
+class TransferFailed(NamespaceError, OSError):
+    """A put() or get() failed; ``filename`` is the path (inside the target for remote
+    paths), ``errno`` the reason. Nothing partial is left at the destination."""

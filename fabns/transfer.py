@@ -1,0 +1,252 @@
+"""Files into and out of the target: SFTP served from inside it.
+
+`open_sftp` starts the helper in ``sftp`` mode: it enters the target like a
+command would (verified leader, namespaces, root, the container user's
+credentials) and then serves SFTP on the channel, so paramiko's
+`~paramiko.sftp_client.SFTPClient` sees the container's filesystem. Nothing
+needs to be installed in the container. `put` and `get` keep Fabric's
+signatures and results, and are atomic: data goes to a temporary file next to
+the destination and is renamed over it only when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import posixpath
+import secrets
+import stat
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING
+
+import paramiko
+from fabric.transfer import Result
+
+from fabns.errors import NamespaceError, TransferFailed, UnknownUser
+from fabns.helper import helper_command
+from fabns.markers import MarkerFilter
+from fabns.runner import translate_entry_error
+
+if TYPE_CHECKING:
+    from fabns.connection import NamespaceConnection
+
+#: Temporary files start with this; the helper removes any left when a session ends.
+TEMP_PREFIX = ".fabns-tmp-"
+Progress = Callable[[int, int], object]
+
+
+def open_sftp(connection: NamespaceConnection) -> paramiko.SFTPClient:
+    """An SFTP client whose paths are the target's, as the connection's user."""
+    leader = connection.target
+    creds = connection.credentials()
+    request = {
+        "mode": "sftp",
+        "nonce": connection.fabns_nonce,
+        "pid": leader.pid,
+        "start_time": leader.start_time,
+        "ns": dict(leader.namespaces),
+        "uid": creds.uid,
+        "gid": creds.gid,
+        "groups": list(creds.groups) if creds.groups is not None else None,
+        "cwd": creds.home,
+        "cgroups": True,
+        "temp_prefix": TEMP_PREFIX,
+    }
+    elevation = connection.elevation
+    command = elevation.wrap(helper_command(connection.python, request))
+    channel = connection.create_session()
+    channel.exec_command(command)
+    if elevation.mode == "sudo-password":
+        channel.sendall(f"{elevation.password}\n".encode())
+    markers = MarkerFilter(connection.fabns_nonce)
+    while not markers.done:
+        byte = channel.recv(1)
+        if not byte:
+            break
+        markers.feed(byte)
+    if not markers.entered:
+        stderr = b""
+        while chunk := channel.recv_stderr(65536):
+            stderr += chunk
+        exited = channel.recv_exit_status()
+        channel.close()
+        if markers.error is not None:
+            raise translate_entry_error(markers.error, leader.describe(), "sftp")
+        raise connection.explain_failed_entry(exited, stderr.decode("utf-8", "replace").strip())
+    return paramiko.SFTPClient(channel)
+
+
+def _failure(action: str, path: str, where: str, error: BaseException) -> TransferFailed:
+    number = getattr(error, "errno", None)
+    text = str(error)
+    if number is None and "[errno " in text:
+        digits = text.rsplit("[errno ", 1)[1].split("]", 1)[0]
+        number = int(digits) if digits.isdigit() else None
+    reason = os.strerror(number) if number else text
+    return TransferFailed(number or errno.EIO, f"{action} {path!r} in {where}: {reason}", path)
+
+
+def _remote_path(connection: NamespaceConnection, sftp: paramiko.SFTPClient, path: str) -> str:
+    if path.startswith("/"):
+        return path
+    base = connection.cwd or sftp.normalize(".")
+    if base.startswith("~"):
+        base = sftp.normalize(".") + base[1:]
+    return posixpath.normpath(posixpath.join(base, path))
+
+
+def put(
+    connection: NamespaceConnection,
+    local: str | os.PathLike[str] | IO[bytes],
+    remote: str | None = None,
+    preserve_mode: bool = True,
+    *,
+    mode: int | None = None,
+    owner: int | str | None = None,
+    group: int | str | None = None,
+    progress: Progress | None = None,
+) -> Result:
+    """Upload ``local`` to ``remote`` inside the target, atomically."""
+    where = connection.describe_target()
+    is_file_like = hasattr(local, "read")
+    if is_file_like and not remote:
+        raise TransferFailed(errno.EINVAL, "a file-like local needs an explicit remote path")
+    local_path = "" if is_file_like else os.path.abspath(os.fspath(local))  # type: ignore[arg-type]
+    if not is_file_like and not os.path.isfile(local_path):
+        raise TransferFailed(errno.ENOENT, f"local file {local_path!r} does not exist", local_path)
+    sftp = connection.sftp()
+    orig_remote = remote
+    target = _remote_path(connection, sftp, remote or posixpath.basename(local_path))
+    try:
+        existing = sftp.stat(target)
+    except OSError:
+        existing = None
+    if existing is not None and stat.S_ISDIR(existing.st_mode or 0):
+        name = posixpath.basename(local_path) if local_path else ""
+        if not name:
+            raise TransferFailed(errno.EISDIR, f"{target!r} is a directory in {where}", target)
+        target = posixpath.join(target, name)
+        try:
+            existing = sftp.stat(target)
+        except OSError:
+            existing = None
+    directory, name = posixpath.split(target)
+    temp = posixpath.join(directory, f"{TEMP_PREFIX}{secrets.token_hex(4)}-{name}"[:255])
+    if mode is None:
+        if preserve_mode and local_path:
+            mode = stat.S_IMODE(os.stat(local_path).st_mode)
+        elif existing is not None:
+            mode = stat.S_IMODE(existing.st_mode or 0o644)
+    uid, gid = _ownership(connection, owner, group)
+    try:
+        if is_file_like:
+            sftp.putfo(local, temp, callback=progress, confirm=True)  # type: ignore[arg-type]
+        else:
+            with open(local_path, "rb") as source:
+                size = os.fstat(source.fileno()).st_size
+                sftp.putfo(source, temp, file_size=size, callback=progress, confirm=True)
+        if mode is not None:
+            sftp.chmod(temp, mode)
+        if uid is not None or gid is not None:
+            current = sftp.stat(temp)
+            sftp.chown(
+                temp,
+                uid if uid is not None else current.st_uid,
+                gid if gid is not None else current.st_gid,
+            )
+        sftp.posix_rename(temp, target)
+    except BaseException as error:
+        with contextlib.suppress(Exception):
+            sftp.remove(temp)
+        if isinstance(error, NamespaceError | KeyboardInterrupt | SystemExit):
+            raise
+        if isinstance(error, OSError | paramiko.SSHException):
+            raise _failure("cannot write", target, where, error) from error
+        raise
+    return Result(
+        local=local if is_file_like else local_path,
+        orig_local=local,
+        remote=target,
+        orig_remote=orig_remote,
+        connection=connection,
+    )
+
+
+def _ownership(
+    connection: NamespaceConnection, owner: int | str | None, group: int | str | None
+) -> tuple[int | None, int | None]:
+    book = connection.target.book
+    uid = gid = None
+    if owner is not None:
+        account = book.account(owner)
+        if account is None and not (isinstance(owner, int) or str(owner).isdigit()):
+            raise UnknownUser(f"no user {owner!r} in /etc/passwd of {book.where}")
+        uid = account.uid if account is not None else int(owner)
+        if group is None and account is not None:
+            gid = account.gid
+    if group is not None:
+        gid = book.group_id(group)
+    return uid, gid
+
+
+def get(
+    connection: NamespaceConnection,
+    remote: str,
+    local: str | os.PathLike[str] | IO[bytes] | None = None,
+    preserve_mode: bool = True,
+    *,
+    progress: Progress | None = None,
+) -> Result:
+    """Download ``remote`` from inside the target to ``local``, atomically."""
+    where = connection.describe_target()
+    if not remote:
+        raise TransferFailed(errno.EINVAL, "get() needs a remote path")
+    sftp = connection.sftp()
+    source = _remote_path(connection, sftp, remote)
+    try:
+        info = sftp.stat(source)
+    except OSError as error:
+        raise _failure("cannot read", source, where, error) from error
+    is_file_like = local is not None and hasattr(local, "write")
+    if is_file_like:
+        try:
+            sftp.getfo(source, local, callback=progress)  # type: ignore[arg-type]
+        except (OSError, paramiko.SSHException) as error:
+            raise _failure("cannot read", source, where, error) from error
+        return Result(local, local, source, remote, connection)
+    tokens = {
+        "host": connection.host,
+        "user": connection.user,
+        "port": connection.port,
+        "dirname": posixpath.dirname(source),
+        "basename": posixpath.basename(source),
+        "target": connection.target_label(),
+    }
+    orig_local = local
+    path = os.fspath(local) if local is not None else ""  # type: ignore[arg-type]
+    path = path.format(**tokens) if path else ""
+    if not path or path.endswith(os.sep) or os.path.isdir(path):
+        path = os.path.join(path, posixpath.basename(source))
+    path = os.path.abspath(path)
+    if not os.path.isdir(os.path.dirname(path)):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    temp = os.path.join(os.path.dirname(path), f"{TEMP_PREFIX}{secrets.token_hex(4)}")
+    try:
+        with open(temp, "wb") as sink:
+            sftp.getfo(source, sink, callback=progress)
+        if preserve_mode:
+            os.chmod(temp, stat.S_IMODE(info.st_mode or 0o644))
+        os.replace(temp, path)
+    except BaseException as error:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        if isinstance(error, OSError | paramiko.SSHException) and not isinstance(
+            error, NamespaceError
+        ):
+            raise _failure("cannot read", source, where, error) from error
+        raise
+    return Result(path, orig_local, source, remote, connection)
+
+
+__all__ = ["TEMP_PREFIX", "get", "open_sftp", "put"]
