@@ -17,6 +17,7 @@ from fabns.errors import (
     TargetChanged,
     TargetNotFound,
     ToolMissing,
+    TransferFailed,
     UnknownUser,
 )
 
@@ -36,6 +37,7 @@ __all__ = [
     "TargetChanged",
     "TargetNotFound",
     "ToolMissing",
+    "TransferFailed",
     "UnknownUser",
     "__version__",
 ]
