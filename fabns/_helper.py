@@ -98,11 +98,19 @@ def set_non_dumpable():
         raise Failure("prctl", ctypes.get_errno(), "PR_SET_DUMPABLE")
 
 
-def start_time(pid):
-    """Field 22 of /proc/PID/stat (after the parenthesised comm, which may hold spaces)."""
+def stat_fields(pid):
+    """Fields 3.. of /proc/PID/stat (after the parenthesised comm, which may hold spaces)."""
     with open("/proc/%d/stat" % pid) as f:
         data = f.read()
-    return data[data.rindex(")") + 2 :].split()[19]
+    return data[data.rindex(")") + 2 :].split()
+
+
+def start_time(pid):
+    """Field 22 of /proc/PID/stat; a zombie counts as gone (ValueError)."""
+    fields = stat_fields(pid)
+    if fields[0] in ("Z", "X"):
+        raise ValueError("process %d has exited" % pid)
+    return fields[19]
 
 
 def own_ns():
@@ -142,9 +150,16 @@ class Target(object):
         self.ns = {}
         self.root = None
 
+    def gone(self):
+        try:
+            start_time(self.pid)
+        except (OSError, ValueError, IndexError):
+            return True
+        return False
+
     def open(self):
-        if not os.path.isdir(self.base):
-            raise Failure("gone", errno.ESRCH, "no process %d" % self.pid)
+        if self.gone():
+            raise Failure("gone", errno.ESRCH, "process %d has exited" % self.pid)
         for name in ORDER:
             path = "%s/ns/%s" % (self.base, name)
             try:
@@ -152,12 +167,14 @@ class Target(object):
             except OSError as e:
                 if e.errno == errno.ENOENT and os.path.isdir(self.base):
                     continue  # this kernel has no such namespace type
-                if e.errno in (errno.ENOENT, errno.ESRCH):
-                    raise Failure("gone", e.errno, "no process %d" % self.pid)
+                if e.errno in (errno.ENOENT, errno.ESRCH) or self.gone():
+                    raise Failure("gone", e.errno, "process %d has exited" % self.pid)
                 raise Failure("open", e.errno, path)
         try:
             self.root = os.open(self.base + "/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ESRCH) or self.gone():
+                raise Failure("gone", e.errno, "process %d has exited" % self.pid)
             raise Failure("open", e.errno, self.base + "/root")
 
     def inodes(self):
@@ -424,6 +441,8 @@ def do_exec(request):
         marker(nonce, "err", f.step, f.err, f.detail)
     except OSError as e:
         marker(nonce, "err", "exec", e.errno, e.filename or "")
+    except Exception as e:  # a bad request: still a structured error, never a traceback
+        marker(nonce, "err", "exec", errno.EINVAL, "%s: %s" % (type(e).__name__, e))
     os._exit(EXIT_SETUP_FAILED)
 
 

@@ -31,6 +31,7 @@ from fabns.errors import (
 )
 from fabns.helper import helper_command
 from fabns.host import Elevation, HostResult, run_on_host
+from fabns.quoting import check_text
 from fabns.runner import NamespaceRemote
 from fabns.target import Leader, decode_report, leader_from_probe
 from fabns.ways import Call, WayIn, ways
@@ -305,6 +306,9 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
         way = self._way
         assert way is not None
         creds = self.credentials(uid, gid)
+        check_text(command, "the command")
+        for key, value in env.items():
+            check_text(f"{key}={value}", "an environment variable")
         call = Call(
             command=command,
             credentials=creds,

@@ -25,6 +25,13 @@ def quote(word: object) -> str:
     return shlex.quote(text)
 
 
+def check_text(text: str, what: str) -> str:
+    """Refuse ``text`` if it holds a NUL byte (no argv or environment entry can)."""
+    if "\x00" in text:
+        raise InvalidArgument(f"{what} contains a NUL byte: {text!r}")
+    return text
+
+
 def join(argv: Iterable[object]) -> str:
     """Quote every element of ``argv`` and join them with spaces."""
     return " ".join(quote(arg) for arg in argv)

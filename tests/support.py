@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from fabns import NamespaceConnection
+from fabns import Config, NamespaceConnection
 
 METHODS = ("nsenter", "setns")
 #: (ssh user, container key) pairs that work without host privilege, or with it as root.
@@ -26,8 +26,16 @@ def connect(harness: Any) -> Iterator[Connect]:
     made: list[NamespaceConnection] = []
 
     def factory(
-        user: str = "root", container: str = "plain", **kwargs: Any
+        user: str = "root",
+        container: str = "plain",
+        overrides: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> NamespaceConnection:
+        # pytest captures stdin: like Fabric's own tests, do not mirror it
+        settings: dict[str, Any] = {"run": {"in_stream": False}}
+        for key, value in (overrides or {}).items():
+            settings.setdefault(key, {}).update(value)
+        kwargs["config"] = Config(overrides=settings)
         if "pid" not in kwargs:
             kwargs["pid"] = harness.containers[container].leader_pid
         conn = NamespaceConnection(**harness.sshd.connection_kwargs(user), **kwargs)

@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 
 import pytest
-from fabns.testing import NOPASSWD_USER, SUDO_PASSWORD, SUDO_USER, TEST_USER
 from support import METHODS, connect  # noqa: F401
 
 from fabns import (
-    Config,
     ElevationRequired,
     InvalidArgument,
     NamespaceConnection,
@@ -21,6 +19,7 @@ from fabns import (
     TargetNotFound,
     ToolMissing,
 )
+from fabns.testing import NOPASSWD_USER, SUDO_PASSWORD, SUDO_USER, TEST_USER
 
 
 @pytest.fixture(params=METHODS)
@@ -69,11 +68,8 @@ class TestArguments:
         assert issubclass(PermissionDenied, PermissionError)
         assert issubclass(ToolMissing, FileNotFoundError)
 
-    def test_file_transfer_and_shell_refuse_rather_than_use_the_host(self, connect):
+    def test_shell_refuses_rather_than_use_the_host(self, connect):
         c = connect("root", "plain")
-        for call in (c.sftp, lambda: c.put(__file__, "/tmp/x"), lambda: c.get("/etc/hostname")):
-            with pytest.raises(NotImplementedYet):
-                call()
         with pytest.raises(NotImplementedYet):
             c.shell()
 
@@ -128,8 +124,7 @@ class TestPrivilege:
         assert c.elevation.mode == "sudo"
 
     def test_sudo_password_from_config_is_fed_on_stdin(self, connect, method, harness):
-        config = Config(overrides={"sudo": {"password": SUDO_PASSWORD}})
-        c = connect(SUDO_USER, "plain", method=method, config=config)
+        c = connect(SUDO_USER, "plain", {"sudo": {"password": SUDO_PASSWORD}}, method=method)
         out = c.run("hostname", hide=True).stdout
         assert out == f"{harness.containers['plain'].name}\n"
         assert c.elevation.mode == "sudo-password"
@@ -137,8 +132,7 @@ class TestPrivilege:
         assert all(SUDO_PASSWORD not in p for p in _all_cmdlines())
 
     def test_sudo_password_and_pty(self, connect, method, harness):
-        config = Config(overrides={"sudo": {"password": SUDO_PASSWORD}})
-        c = connect(SUDO_USER, "plain", method=method, config=config)
+        c = connect(SUDO_USER, "plain", {"sudo": {"password": SUDO_PASSWORD}}, method=method)
         out = c.run("hostname", hide=True, pty=True).stdout
         assert out.replace("\r", "").endswith(f"{harness.containers['plain'].name}\n")
         assert SUDO_PASSWORD not in out
@@ -149,9 +143,9 @@ class TestPrivilege:
             c.run("true")
 
     def test_wrong_python_is_reported(self, connect, method):
-        config = Config(overrides={"fabns": {"python": "/nonexistent/python3"}})
+        overrides = {"fabns": {"python": "/nonexistent/python3"}}
         with pytest.raises(ToolMissing, match="/nonexistent/python3"):
-            connect("root", "plain", method=method, config=config).run("true")
+            connect("root", "plain", overrides, method=method).run("true")
 
 
 def _all_cmdlines() -> list[str]:

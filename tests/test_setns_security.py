@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -41,7 +42,13 @@ def test_helper_is_not_dumpable_while_it_holds_host_fds(connect, user, key):
 
 def test_helper_needs_nothing_newer_than_python_3_6():
     result = subprocess.run(
-        [sys.executable, "-m", "vermin", "-t=3.6-", "--no-tips", "--violations", str(HELPER)],
+        [
+            str(Path(sys.executable).parent / "vermin"),
+            "-t=3.6-",
+            "--no-tips",
+            "--violations",
+            str(HELPER),
+        ],
         capture_output=True,
         text=True,
     )
@@ -49,5 +56,5 @@ def test_helper_needs_nothing_newer_than_python_3_6():
 
 
 def test_helper_imports_nothing_from_fabns():
-    source = HELPER.read_text()
-    assert "import fabns" not in source and "from fabns" not in source
+    imports = re.findall(r"^\s*(?:import|from)\s+(\S+)", HELPER.read_text(), re.M)
+    assert imports and not [name for name in imports if name.startswith("fabns")]

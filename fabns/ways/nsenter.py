@@ -50,7 +50,9 @@ class Nsenter(WayIn):
         return (
             f"s=$(cat /proc/{pid}/stat 2>/dev/null) || "
             f"{{ {fail} gone 3 {gone}; exit {self.exit_changed}; }}; "
-            f's=${{s##*) }}; set -- $s; [ "${{20}}" = {quote(leader.start_time)} ] || '
+            f"s=${{s##*) }}; set -- $s; case $1 in Z|X) {fail} gone 3 {gone}; "
+            f"exit {self.exit_changed};; esac; "
+            f'[ "${{20}}" = {quote(leader.start_time)} ] || '
             f"{{ {fail} changed 0 {quote(f'process {pid} was restarted or the PID reused')}; "
             f"exit {self.exit_changed}; }}; "
             f'set -- $(readlink {links} 2>/dev/null); [ "$*" = {quote(expected)} ] || '
