@@ -484,6 +484,7 @@ class SftpServer(object):
         self.handles = {}
         self.next_handle = 0
         self.temporaries = set()
+        self.write_errors = {}
         self.handlers = {
             3: self.op_open,
             4: self.op_close,
@@ -666,7 +667,16 @@ class SftpServer(object):
         key, pos = self.take_string(b, pos)
         obj = self.handles.pop(key)
         if isinstance(obj, tuple):
-            os.close(obj[0])
+            try:
+                if os.path.abspath(obj[1]) in self.temporaries:
+                    os.fsync(obj[0])  # durable before it is renamed into place
+            finally:
+                os.close(obj[0])
+        failed = self.write_errors.pop(key, None)
+        if failed is not None:
+            # Pipelining clients may never read a failed WRITE's status:
+            # report the first write error again when the file is closed.
+            raise failed
         self.status(rid, self.OK)
 
     def op_read(self, rid, b, pos):
@@ -685,10 +695,14 @@ class SftpServer(object):
         data, pos = self.take_string(b, pos)
         fd = self.handles[key][0]
         view = memoryview(data)
-        while view:
-            n = os.pwrite(fd, view, offset)
-            view = view[n:]
-            offset += n
+        try:
+            while view:
+                n = os.pwrite(fd, view, offset)
+                view = view[n:]
+                offset += n
+        except OSError as e:
+            self.write_errors.setdefault(key, e)
+            raise
         self.status(rid, self.OK)
 
     def reply_attrs(self, rid, st):
@@ -704,6 +718,8 @@ class SftpServer(object):
 
     def op_fstat(self, rid, b, pos):
         key, pos = self.take_string(b, pos)
+        if key in self.write_errors:
+            raise self.write_errors[key]
         self.reply_attrs(rid, os.fstat(self.handles[key][0]))
 
     def apply_attrs(self, target, attrs):

@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 import time
+from typing import Any
 
 from fabns import __version__
 
@@ -22,6 +23,9 @@ def demo() -> int:
     from fabns import NamespaceConnection, TargetChanged
     from fabns.testing import Harness
 
+    def ssh(user: str) -> dict[str, Any]:
+        return dict(harness.sshd.connection_kwargs(user))
+
     started = time.monotonic()
     print("fabns demo: starting a throw-away sshd on 127.0.0.1 and busybox containers ...")
     harness = Harness.start()
@@ -30,9 +34,7 @@ def demo() -> int:
         print(f"  sshd on 127.0.0.1:{harness.sshd.port} (PID {harness.sshd.pid})")
         print(f"  container {ctr.name!r}: leader PID {ctr.leader_pid}")
         for method in ("nsenter", "setns"):
-            c = NamespaceConnection(
-                **harness.sshd.connection_kwargs("root"), pid=ctr.leader_pid, method=method
-            )
+            c = NamespaceConnection(**ssh("root"), pid=ctr.leader_pid, method=method)
             with c:
                 print(f"\n[{method}] NamespaceConnection('root@127.0.0.1', pid={ctr.leader_pid})")
                 r = c.run("hostname; id; pwd; echo $FABNS_CTR", hide=True)
@@ -48,7 +50,7 @@ def demo() -> int:
                     f"  way in: {c.method_name}, leader PID {c.target.pid}, "
                     f"namespaces entered: {', '.join(c.target.differing)}"
                 )
-        c = NamespaceConnection(**harness.sshd.connection_kwargs("root"), pid=ctr.leader_pid)
+        c = NamespaceConnection(**ssh("root"), pid=ctr.leader_pid)
         with c:
             c.run("true")
             ctr.restart()
@@ -57,7 +59,7 @@ def demo() -> int:
             except TargetChanged as error:
                 print(f"\nafter a container restart fabns refuses to run: {error}")
         owned = harness.containers["alice-subid"]
-        c = NamespaceConnection(**harness.sshd.connection_kwargs("alice"), pid=owned.leader_pid)
+        c = NamespaceConnection(**ssh("alice"), pid=owned.leader_pid)
         with c:
             r = c.run("hostname; id -u", hide=True)
             print(f"\nalice (no sudo) into her own user-namespaced container: {r.stdout.split()}")

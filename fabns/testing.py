@@ -684,20 +684,30 @@ class Container:
         )
 
     def stop(self) -> None:
-        """Kill the container (SIGKILL to ``unshare`` takes the leader along) and wait for both.
+        """Kill the container and wait until its leader and ``unshare`` are gone.
 
+        The leader is killed first, so ``unshare`` reaps it at once: afterwards
+        ``/proc/<leader_pid>`` no longer exists (no zombie waiting for PID 1).
         Safe to call twice.
         """
         if self._stopped:
             return
         unshare_start, leader_start = self._start_times
-        # unshare blocks SIGTERM while it waits; SIGKILL makes --kill-child kill the leader
-        _signal(self.unshare_pid, signal.SIGKILL, unshare_start)
         _signal(self.leader_pid, signal.SIGKILL, leader_start)
+        deadline = time.monotonic() + TIMEOUT
+        while (found := _proc_stat(self.leader_pid)) is not None and found[2] == leader_start:
+            if found[0] == "Z" and found[1] != self.unshare_pid:
+                break  # orphaned (unshare died first): PID 1 of the host reaps it, eventually
+            if time.monotonic() > deadline:
+                raise HarnessError(f"container {self.name}: leader {self.leader_pid} survived")
+            time.sleep(0.002)
+        # unshare exits once its child is gone; it blocks SIGTERM, so SIGKILL if it lingers
+        # (with --kill-child that would also have killed the leader)
+        if self._process is None or self._process.poll() is None:
+            _signal(self.unshare_pid, signal.SIGKILL, unshare_start)
         _reap(self._process)
-        left = _wait_gone({self.unshare_pid: unshare_start, self.leader_pid: leader_start}, 5)
-        if left:
-            raise HarnessError(f"container {self.name}: PIDs {left} outlived SIGKILL")
+        if _wait_gone({self.unshare_pid: unshare_start}, TIMEOUT):
+            raise HarnessError(f"container {self.name}: unshare {self.unshare_pid} survived")
         self._stopped = True
 
     def restart(self) -> Container:

@@ -141,11 +141,11 @@ def put(
     uid, gid = _ownership(connection, owner, group)
     try:
         if is_file_like:
-            sftp.putfo(local, temp, callback=progress, confirm=True)  # type: ignore[arg-type]
+            _upload(sftp, local, temp, None, progress)  # type: ignore[arg-type]
         else:
             with open(local_path, "rb") as source:
                 size = os.fstat(source.fileno()).st_size
-                sftp.putfo(source, temp, file_size=size, callback=progress, confirm=True)
+                _upload(sftp, source, temp, size, progress)
         if mode is not None:
             sftp.chmod(temp, mode)
         if uid is not None or gid is not None:
@@ -173,6 +173,32 @@ def put(
     )
 
 
+def _upload(
+    sftp: paramiko.SFTPClient,
+    source: IO[bytes],
+    path: str,
+    size: int | None,
+    progress: Progress | None,
+) -> None:
+    """Stream ``source`` into ``path`` with pipelined writes, then confirm.
+
+    paramiko drops the status of pipelined writes, so the final FSTAT is what
+    reports a failed write (the helper repeats the first write error there).
+    """
+    sent = 0
+    with sftp.open(path, "wb") as remote:
+        remote.set_pipelined(True)
+        while chunk := source.read(32768):
+            remote.write(chunk)
+            sent += len(chunk)
+            if progress is not None:
+                progress(sent, size if size is not None else sent)
+        remote.flush()
+        written = remote.stat().st_size
+    if written != sent:
+        raise TransferFailed(errno.EIO, f"short write: {written} of {sent} bytes", path)
+
+
 def _ownership(
     connection: NamespaceConnection, owner: int | str | None, group: int | str | None
 ) -> tuple[int | None, int | None]:
@@ -187,6 +213,10 @@ def _ownership(
             gid = account.gid
     if group is not None:
         gid = book.group_id(group)
+    if uid is not None and uid not in book.uid_map:
+        raise UnknownUser(f"owner uid {uid} is not mapped in the user namespace of {book.where}")
+    if gid is not None and gid not in book.gid_map:
+        raise UnknownUser(f"group gid {gid} is not mapped in the user namespace of {book.where}")
     return uid, gid
 
 
@@ -211,7 +241,7 @@ def get(
     is_file_like = local is not None and hasattr(local, "write")
     if is_file_like:
         try:
-            sftp.getfo(source, local, callback=progress)  # type: ignore[arg-type]
+            sftp.getfo(source, local, callback=progress)
         except (OSError, paramiko.SSHException) as error:
             raise _failure("cannot read", source, where, error) from error
         return Result(local, local, source, remote, connection)

@@ -47,9 +47,12 @@ for entry in "${USERS[@]}"; do
     grep -q "^$user:" "$f" || echo "$user:$start:65536" >> "$f"
   done
 done
-# sshd with UsePAM no refuses accounts whose password field starts with '!' ("locked")
-for user in alice carol; do
-  if getent shadow "$user" | cut -d: -f2 | grep -q '^!'; then usermod -p '*' "$user"; fi
+# sshd with UsePAM no refuses key logins to accounts whose password field starts with '!'
+# ("locked"); '*' still allows no password. Only bare locks are replaced, never a hash.
+for user in root alice carol; do
+  case "$(getent shadow "$user" | cut -d: -f2)" in
+    '!' | '!!' | '!*') usermod -p '*' "$user" ;;
+  esac
 done
 echo 'bob:fabns-test-password' | chpasswd
 

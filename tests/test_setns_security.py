@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from support import ALL_TARGETS, METHODS, connect  # noqa: F401
 
+VERMIN = str(Path(sys.executable).parent / "vermin")
 HELPER = Path(__file__).resolve().parent.parent / "fabns" / "_helper.py"
 
 

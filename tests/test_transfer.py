@@ -114,9 +114,13 @@ class TestModesAndOwners:
     @pytest.mark.parametrize("user,key", [("root", "rootns"), ("alice", "alice-subid")])
     def test_owner_ids_are_the_containers(self, connect, method, user, key):
         c = connect(user, key, method=method)
-        c.put(io.BytesIO(b"x"), "/tmp/owned", owner="alice", group="staff")
         if key == "rootns":  # only 0 is mapped in a --map-root-user namespace
-            pytest.skip("alice is not mapped in this container")
+            with pytest.raises(UnknownUser, match="not mapped"):
+                c.put(io.BytesIO(b"x"), "/tmp/owned", owner="alice", group="staff")
+            assert c.run("ls -a /tmp", hide=True).stdout.count(".fabns-tmp-") == 0
+            assert c.run("test -e /tmp/owned", warn=True, hide=True).exited == 1
+            return
+        c.put(io.BytesIO(b"x"), "/tmp/owned", owner="alice", group="staff")
         assert c.run("stat -c '%u %g' /tmp/owned", hide=True).stdout == "1001 50\n"
         c.put(io.BytesIO(b"y"), "/tmp/by-root")
         assert c.run("stat -c '%u %g' /tmp/by-root", hide=True).stdout == "0 0\n"
