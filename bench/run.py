@@ -8,15 +8,19 @@ connection, and prints medians and ratios. Run with ``inv bench``.
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import statistics
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from fabns.testing import Harness
 from fabric import Connection
 
 from fabns import NamespaceConnection
+from fabns.testing import Harness
 
 
 def timed(fn: Callable[[], object], rounds: int) -> float:
@@ -29,9 +33,78 @@ def timed(fn: Callable[[], object], rounds: int) -> float:
     return statistics.median(samples) * 1000
 
 
+def throughput(label: str, mib: int, fn: Callable[[], object]) -> tuple[str, float]:
+    start = time.perf_counter()
+    fn()
+    return label, mib / (time.perf_counter() - start)
+
+
+def transfers(harness: Harness, mib: int, small: int) -> None:
+    """put/get of one large file and many small ones, container vs plain SFTP to the host."""
+    kw = harness.sshd.connection_kwargs("root")
+    pid = harness.containers["plain"].leader_pid
+    work = Path(tempfile.mkdtemp(prefix="fabns-bench-"))
+    try:
+        big = work / "big.bin"
+        with open(big, "wb") as f:
+            for _ in range(mib):
+                f.write(os.urandom(1 << 20))
+        smalls = []
+        for i in range(small):
+            path = work / f"small-{i}"
+            path.write_bytes(os.urandom(1024))
+            smalls.append(path)
+        results: dict[str, float] = {}
+        with Connection(**kw) as plain:
+            plain.sftp()  # both sides start from an open SFTP session
+            plain.run("mkdir -p /tmp/fabns-bench-host", hide=True)
+            for label, value in (
+                throughput("put", mib, lambda: plain.put(str(big), "/tmp/fabns-bench-host/big")),
+                throughput(
+                    "get", mib, lambda: plain.get("/tmp/fabns-bench-host/big", str(work / "b1"))
+                ),
+                throughput(
+                    "small put",
+                    small,
+                    lambda: [plain.put(str(p), f"/tmp/fabns-bench-host/{p.name}") for p in smalls],
+                ),
+            ):
+                results[f"plain {label}"] = value
+            plain.run("rm -rf /tmp/fabns-bench-host", hide=True)
+        for method in ("nsenter", "setns"):
+            with NamespaceConnection(**kw, pid=pid, method=method) as c:
+                c.sftp()
+                c.run("mkdir -p /root/bench", hide=True)
+                for label, value in (
+                    throughput("put", mib, lambda c=c: c.put(str(big), "/root/bench/big")),
+                    throughput("get", mib, lambda c=c: c.get("/root/bench/big", str(work / "b2"))),
+                    throughput(
+                        "small put",
+                        small,
+                        lambda c=c: [c.put(str(p), f"/root/bench/{p.name}") for p in smalls],
+                    ),
+                ):
+                    results[f"{method} {label}"] = value
+                c.run("rm -rf /root/bench", hide=True)
+    finally:
+        shutil.rmtree(work)
+    print(f"\ntransfers as root ({mib} MiB file; {small} files of 1 KiB), ratio vs plain SFTP:")
+    for label, unit in (("put", "MiB/s"), ("get", "MiB/s"), ("small put", "files/s")):
+        base = results[f"plain {label}"]
+        print(f"  {'plain Fabric SFTP to the host':32} {label:9} {base:8.1f} {unit}")
+        for method in ("nsenter", "setns"):
+            value = results[f"{method} {label}"]
+            print(
+                f"  {'fabns into container (' + method + ')':32} {label:9} {value:8.1f} {unit}"
+                f"  x{value / base:4.2f}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--mib", type=int, default=256, help="size of the large transfer")
+    parser.add_argument("--small", type=int, default=1000, help="number of small files")
     args = parser.parse_args()
     harness = Harness.start()
     rows: list[tuple[str, str, float]] = []
@@ -64,9 +137,11 @@ def main() -> None:
                         (user, f"fabns run() via {method}",
                          timed(lambda: c.run("true", hide=True), args.rounds))
                     )  # fmt: skip
+        if args.mib or args.small:
+            transfers(harness, args.mib, args.small)
     finally:
         harness.stop()
-    print(f"median per command over {args.rounds} rounds (ms), ratios vs plain Fabric:")
+    print(f"\nmedian per command over {args.rounds} rounds (ms), ratios vs plain Fabric:")
     for user in ("root", "alice"):
         base = next(ms for u, what, ms in rows if u == user and what.startswith("plain Fabric"))
         nsenter = next(ms for u, what, ms in rows if u == user and what.endswith("nsenter"))

@@ -566,16 +566,21 @@ def _walk(top: Path) -> Iterable[str]:
 
 _NAMESPACES = (
     "--fork", "--kill-child", "--pid", "--mount", "--uts", "--ipc", "--net", "--cgroup",
-    "--time", "--propagation", "private",
+    "--time", "--propagation", "unchanged",
 )  # fmt: skip
 
-# Runs as PID 1 of the new namespaces with the host's tools until pivot_root, then execs the
-# rootfs' busybox sh with a clean environment; that sh stays PID 1 (the leader).
+# Runs as PID 1 of the new namespaces with the host's tools until pivot_root (or chroot, where
+# the host's "/" is no mount point), then execs the rootfs' busybox sh with a clean
+# environment; that sh stays PID 1 (the leader).
 _INNER = r"""
 set -e
 R=$1; H=$2
 hostname "$H"
+# "/" is not a mount point when the host itself runs in a chroot: then neither
+# --propagation private nor pivot_root work, and the leader is chrooted instead.
+mount --make-rprivate / 2>/dev/null || true
 mount --bind "$R" "$R"
+mount --make-private "$R"
 mount -t proc proc "$R/proc"
 mount -t sysfs sysfs "$R/sys" 2>/dev/null || true
 mount -t tmpfs -o mode=755,size=1m dev "$R/dev"
@@ -584,9 +589,13 @@ for d in null zero full random urandom tty; do
 done
 ln -s /proc/self/fd "$R/dev/fd"
 mount -t tmpfs -o mode=1777 tmp "$R/tmp"
-cd "$R"; mkdir -p .oldroot; pivot_root . .oldroot
-cd /; umount -l /.oldroot; rmdir /.oldroot
-exec env -i PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root container=fabns FABNS_CTR="$H" \
+cd "$R"; mkdir -p .oldroot
+if pivot_root . .oldroot 2>/dev/null; then
+  cd /; umount -l /.oldroot; rmdir /.oldroot; set --
+else
+  rmdir .oldroot; set -- chroot .
+fi
+exec "$@" env -i PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root container=fabns FABNS_CTR="$H" \
   'FABNS_SPACED=a b  c' \
   /bin/sh -c 'ip link set lo up; trap "exit 0" TERM INT; while :; do sleep 3600 & wait; done'
 """

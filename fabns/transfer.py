@@ -22,6 +22,7 @@ from typing import IO, TYPE_CHECKING
 
 import paramiko
 from fabric.transfer import Result
+from paramiko.sftp import CMD_EXTENDED, CMD_EXTENDED_REPLY
 
 from fabns.errors import NamespaceError, TransferFailed, UnknownUser
 from fabns.helper import helper_command
@@ -87,13 +88,50 @@ def _failure(action: str, path: str, where: str, error: BaseException) -> Transf
     return TransferFailed(number or errno.EIO, f"{action} {path!r} in {where}: {reason}", path)
 
 
-def _remote_path(connection: NamespaceConnection, sftp: paramiko.SFTPClient, path: str) -> str:
-    if path.startswith("/"):
-        return path
-    base = connection.cwd or sftp.normalize(".")
-    if base.startswith("~"):
-        base = sftp.normalize(".") + base[1:]
-    return posixpath.normpath(posixpath.join(base, path))
+def _remote_path(connection: NamespaceConnection, path: str) -> str:
+    """Absolute path inside: relative to ``cd()``, else to the user's home (``~`` too)."""
+    home = connection.credentials().home
+    if path == "~" or path.startswith("~/"):
+        path = home + path[1:]
+    trailing = "/" if path.endswith("/") and path != "/" else ""
+    if not path.startswith("/"):
+        base = connection.cwd or home
+        if base == "~" or base.startswith("~/"):
+            base = home + base[1:]
+        path = posixpath.join(base, path)
+    return posixpath.normpath(path) + trailing
+
+
+KEEP = 0xFFFFFFFF
+
+
+def _commit(
+    sftp: paramiko.SFTPClient,
+    temp: str,
+    target: str,
+    name: str,
+    mode: int | None,
+    uid: int | None,
+    gid: int | None,
+) -> str:
+    """The helper's ``commit@fabns`` request: mode, owner and rename in one round trip.
+
+    Uses paramiko's request plumbing (``_request``), which has no public
+    form for vendor extensions. Returns the final absolute path.
+    """
+    kind, message = sftp._request(
+        CMD_EXTENDED,
+        "commit@fabns",
+        temp,
+        target,
+        name,
+        KEEP if mode is None else mode,
+        KEEP if uid is None else uid,
+        KEEP if gid is None else gid,
+    )
+    if kind != CMD_EXTENDED_REPLY:
+        raise TransferFailed(errno.EIO, "unexpected reply to commit@fabns", target)
+    return str(message.get_text())
 
 
 def put(
@@ -117,27 +155,16 @@ def put(
         raise TransferFailed(errno.ENOENT, f"local file {local_path!r} does not exist", local_path)
     sftp = connection.sftp()
     orig_remote = remote
-    target = _remote_path(connection, sftp, remote or posixpath.basename(local_path))
-    try:
-        existing = sftp.stat(target)
-    except OSError:
-        existing = None
-    if existing is not None and stat.S_ISDIR(existing.st_mode or 0):
-        name = posixpath.basename(local_path) if local_path else ""
+    name = posixpath.basename(local_path)
+    target = _remote_path(connection, remote or name)
+    if target.endswith("/"):
         if not name:
             raise TransferFailed(errno.EISDIR, f"{target!r} is a directory in {where}", target)
         target = posixpath.join(target, name)
-        try:
-            existing = sftp.stat(target)
-        except OSError:
-            existing = None
-    directory, name = posixpath.split(target)
-    temp = posixpath.join(directory, f"{TEMP_PREFIX}{secrets.token_hex(4)}-{name}"[:255])
-    if mode is None:
-        if preserve_mode and local_path:
-            mode = stat.S_IMODE(os.stat(local_path).st_mode)
-        elif existing is not None:
-            mode = stat.S_IMODE(existing.st_mode or 0o644)
+    directory, base = posixpath.split(target)
+    temp = posixpath.join(directory, f"{TEMP_PREFIX}{secrets.token_hex(4)}-{base}"[:255])
+    if mode is None and preserve_mode and local_path:
+        mode = stat.S_IMODE(os.stat(local_path).st_mode)
     uid, gid = _ownership(connection, owner, group)
     try:
         if is_file_like:
@@ -146,16 +173,7 @@ def put(
             with open(local_path, "rb") as source:
                 size = os.fstat(source.fileno()).st_size
                 _upload(sftp, source, temp, size, progress)
-        if mode is not None:
-            sftp.chmod(temp, mode)
-        if uid is not None or gid is not None:
-            current = sftp.stat(temp)
-            sftp.chown(
-                temp,
-                uid if uid is not None else current.st_uid,
-                gid if gid is not None else current.st_gid,
-            )
-        sftp.posix_rename(temp, target)
+        target = _commit(sftp, temp, target, name, mode, uid, gid)
     except BaseException as error:
         with contextlib.suppress(Exception):
             sftp.remove(temp)
@@ -233,7 +251,7 @@ def get(
     if not remote:
         raise TransferFailed(errno.EINVAL, "get() needs a remote path")
     sftp = connection.sftp()
-    source = _remote_path(connection, sftp, remote)
+    source = _remote_path(connection, remote)
     try:
         info = sftp.stat(source)
     except OSError as error:
