@@ -9,6 +9,7 @@ Fabric's runner with the way in's wrapper around the command.
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass, replace
 from typing import Any
 
 import paramiko
@@ -16,7 +17,7 @@ from fabric import Connection
 
 from fabns.accounts import Credentials, check_id, merge_environment
 from fabns.config import Config, fabns_setting
-from fabns.engines import KNOWN_ENGINES
+from fabns.engines import KNOWN_ENGINES, find_leader
 from fabns.errors import (
     ElevationRequired,
     EntryFailed,
@@ -26,15 +27,26 @@ from fabns.errors import (
     NotALeader,
     NotImplementedYet,
     PermissionDenied,
+    TargetChanged,
     TargetNotFound,
     ToolMissing,
+    UnknownUser,
 )
 from fabns.helper import helper_command
 from fabns.host import Elevation, HostResult, run_on_host
-from fabns.quoting import check_text
+from fabns.quoting import check_text, quote
 from fabns.runner import NamespaceRemote
 from fabns.target import Leader, decode_report, leader_from_probe
 from fabns.ways import Call, WayIn, ways
+
+
+@dataclass(frozen=True)
+class HostAccount:
+    """The SSH user on the host."""
+
+    uid: int
+    name: str
+
 
 METHODS = ("auto", "nsenter", "setns", "lxc-attach")
 PROBE_FILES = ("/etc/passwd", "/etc/group")
@@ -81,6 +93,7 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
     _leader: Leader | None = None
     _way: WayIn | None = None
     _elevation: Elevation | None = None
+    _host_account: HostAccount | None = None
 
     def __init__(
         self,
@@ -119,11 +132,15 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
             fabns_nonce=secrets.token_hex(8),
         )
         if container is not None:
-            raise NotImplementedYet("container= (targets by name) is not implemented yet")
+            check_text(container, "the container name")
+            if not container or engine == "pid":
+                raise InvalidArgument(f"not a container name for engine {engine!r}: {container!r}")
         if owner is not None:
-            raise NotImplementedYet("owner= is not implemented yet")
-        if method == "lxc-attach":
-            raise NotImplementedYet('method="lxc-attach" is not implemented yet')
+            check_text(owner, "the owner")
+            if not owner or owner.startswith("-") or ":" in owner:
+                raise InvalidArgument(f"not a user name: {owner!r}")
+        if pid is not None and engine not in ("auto", "pid"):
+            raise InvalidArgument(f"engine={engine!r} finds containers by name; pid= needs none")
         if persistent:
             raise NotImplementedYet("persistent=True is not implemented yet")
 
@@ -178,8 +195,13 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
         runs in the target.
         """
         self.open()
-        pid = self.target_pid
-        assert pid is not None
+        found = None
+        if self.container is not None:
+            found = find_leader(self, self.container, self.engine, self.owner)
+            pid = found.pid
+        else:
+            assert self.target_pid is not None
+            pid = self.target_pid
         python = fabns_setting(self.config, "python", "python3")
         wanted_tools = ["nsenter", "sudo"]
         request = {"mode": "probe", "pid": pid, "files": list(PROBE_FILES), "tools": wanted_tools}
@@ -195,6 +217,12 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
                 raise TargetNotFound(f"no process {pid} on {self.host}")
         self._check_probe(report, pid, elevation)
         leader = leader_from_probe(self.host, pid, report, elevated=elevation.active)
+        if found is not None:
+            owner_uid = self.host_uid_of(found.owner) if found.owner else None
+            leader = replace(
+                leader, engine=found.engine, name=found.name, owner=found.owner,
+                owner_uid=owner_uid,
+            )  # fmt: skip
         if not leader.differing:
             raise NotALeader(
                 f"process {pid} on {self.host} shares every namespace with "
@@ -240,10 +268,7 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
             raise ElevationRequired(
                 f"entering {self.describe_target()} needs root and sudo is not installed there"
             )
-        password = self.config.sudo.password
-        if password:
-            return Elevation("sudo-password", str(password))
-        return Elevation("sudo")
+        return self.host_elevation()
 
     def _check_probe(self, report: dict[str, Any], pid: int, elevation: Elevation) -> None:
         target = report["target"]
@@ -272,7 +297,7 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
         available = ways()
         method = self.method
         if method == "auto":
-            method = "nsenter" if leader.tools.get("nsenter") else "setns"
+            method = self.auto_method(leader)
         way_class = available[method]
         for tool in way_class.tools:
             if not leader.tools.get(tool):
@@ -280,7 +305,51 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
                     f'method="{method}" needs {tool} on {self.host}, which is not installed '
                     f'(install util-linux, or use method="setns")'
                 )
-        return way_class(leader, nonce=self.fabns_nonce, python=python)
+        return way_class(
+            leader, nonce=self.fabns_nonce, python=python, host_user=self.host_account().name
+        )
+
+    @staticmethod
+    def auto_method(leader: Leader) -> str:
+        """``method="auto"``: lxc-attach for an unprivileged owner's LXC container,
+        otherwise nsenter where the host has it, else the setns helper."""
+        if leader.engine == "lxc" and leader.owner not in (None, "root"):
+            return "lxc-attach"
+        return "nsenter" if leader.tools.get("nsenter") else "setns"
+
+    # -- facts about the host --------------------------------------------------------
+
+    def host_account(self) -> HostAccount:
+        """The SSH user as the host sees it (uid and name), asked once."""
+        if self._host_account is None:
+            result = run_on_host(self, "id -u; id -un")
+            lines = result.stdout.split()
+            if result.exited != 0 or len(lines) != 2 or not lines[0].isdigit():
+                raise HelperError(f"could not run id on {self.host}: {result.stderr.strip()}")
+            self._set(_host_account=HostAccount(int(lines[0]), lines[1]))
+        assert self._host_account is not None
+        return self._host_account
+
+    def host_uid_of(self, user: str) -> int:
+        """The host uid of ``user`` (an ``owner=``); `UnknownUser` if there is none."""
+        result = run_on_host(self, f"id -u -- {quote(user)}")
+        text = result.stdout.strip()
+        if result.exited != 0 or not text.isdigit():
+            raise UnknownUser(f"no user {user!r} on {self.host} (owner=)")
+        return int(text)
+
+    def host_tools(self, names: list[str]) -> dict[str, str | None]:
+        """Where each program is on the host's PATH (None when missing)."""
+        script = "; ".join(f"printf '%s\\n' \"$(command -v {quote(n)} || true)\"" for n in names)
+        lines = run_on_host(self, script).stdout.split("\n")
+        return {
+            n: (lines[i].strip() or None) if i < len(lines) else None for i, n in enumerate(names)
+        }
+
+    def host_elevation(self) -> Elevation:
+        """sudo on the host, with Fabric's ``sudo.password`` if configured."""
+        password = self.config.sudo.password
+        return Elevation("sudo-password", str(password)) if password else Elevation("sudo")
 
     # -- running commands ------------------------------------------------------
 
@@ -341,9 +410,23 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
         if "shell" in kwargs:
             options["shell"] = kwargs["shell"]
         runner.call_options = options
-        watchers = list(kwargs.pop("watchers", self.config.run.watchers))
-        watchers += self.elevation.watchers()
-        return self._run(runner, command, watchers=watchers, **kwargs)
+        user_watchers = list(kwargs.pop("watchers", self.config.run.watchers))
+        try:
+            return self._run(
+                runner, command, watchers=user_watchers + self.elevation.watchers(), **kwargs
+            )
+        except TargetChanged:
+            if self.container is None:
+                raise
+        # A container restarted under the same name: nothing ran (the guard
+        # refused), so find its new leader and run the command there, once.
+        self._set(_leader=None, _way=None, _elevation=None)
+        self.resolve()
+        runner = self._remote_runner()
+        runner.call_options = options
+        return self._run(
+            runner, command, watchers=user_watchers + self.elevation.watchers(), **kwargs
+        )
 
     def run(self, command: str, **kwargs: Any) -> Any:
         """Run ``command`` inside the target, as `fabric.Connection.run` does on the host.
@@ -394,7 +477,13 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
             return self._sftp
         from fabns.transfer import open_sftp
 
-        self._set(_sftp=open_sftp(self))
+        try:
+            self._set(_sftp=open_sftp(self))
+        except TargetChanged:
+            if self.container is None:
+                raise
+            self._set(_leader=None, _way=None, _elevation=None)  # restarted: find it again
+            self._set(_sftp=open_sftp(self))
         return self._sftp
 
     def put(

@@ -88,3 +88,15 @@ class EntryFailed(NamespaceError, RuntimeError):
 class TransferFailed(NamespaceError, OSError):
     """A put() or get() failed; ``filename`` is the path (inside the target for remote
     paths), ``errno`` the reason. Nothing partial is left at the destination."""
+
+
+class ContainerNotFound(TargetNotFound):
+    """No container of that name (with that engine and owner) on the host."""
+
+
+class ContainerStopped(TargetNotFound):
+    """The container exists but is not running: it has no leader to enter."""
+
+
+class AmbiguousContainer(NamespaceError, LookupError):
+    """Two engines know the name; ``engine=`` must choose."""

@@ -30,6 +30,7 @@ class Leader:
     :param own_namespaces: the same for the process that will enter.
     :param engine: what found it (``"pid"``, ...).
     :param name: the container name, when there is one.
+    :param owner: the host user owning the container (``owner=``), if any.
     """
 
     host: str
@@ -44,6 +45,8 @@ class Leader:
     elevated: bool = False
     engine: str = "pid"
     name: str | None = None
+    owner: str | None = None
+    owner_uid: int | None = None
     tools: Mapping[str, str | None] = field(default_factory=dict)
     comm: str = ""
 

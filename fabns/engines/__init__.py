@@ -1,12 +1,151 @@
-"""Engines: what turns the user's target into a leader PID.
+"""Engines: what turns a container name into a leader PID on the host.
 
-One table, ``{engine: finder}``. A finder takes the connection and the name
-and returns a PID; the connection then probes and verifies it. Engines for
-containers by name (machined, LXC, Podman, Docker) are not built yet and
-raise `fabns.errors.NotImplementedYet`.
+One table, `ENGINES` (``{engine name: Engine class}``), one module per engine.
+An engine runs the host's own tool (``machinectl``, ``lxc-ls``, ``podman``,
+``docker``) -- as the container's owner where that matters -- and returns
+the leader PID; the connection then probes and verifies that PID like any
+``pid=`` target. ``engine="auto"`` asks every engine present on the host, in
+the order of `AUTO_ORDER`, and refuses to guess when two know the name.
+
+Container names are untrusted: they reach a shell only through
+`fabns.quoting.quote`, after ``--`` where the tool takes options, and the
+list-style lookups (``lxc-ls``) match names in Python, not in the shell.
 """
 
 from __future__ import annotations
 
-#: Engines accepted by ``engine=``; only ``"pid"`` targets are built so far.
-KNOWN_ENGINES = ("auto", "pid", "machined", "lxc", "podman", "docker")
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from fabns.errors import (
+    AmbiguousContainer,
+    ContainerNotFound,
+    ElevationRequired,
+    ToolMissing,
+)
+from fabns.host import Elevation, HostResult, run_on_host
+from fabns.quoting import join, quote
+
+if TYPE_CHECKING:
+    from fabns.connection import NamespaceConnection
+
+#: The order ``engine="auto"`` tries the engines installed on the host.
+AUTO_ORDER = ("machined", "lxc", "podman", "docker")
+#: Every value ``engine=`` accepts.
+KNOWN_ENGINES = ("auto", "pid", *AUTO_ORDER)
+
+
+@dataclass(frozen=True)
+class Found:
+    """A container an engine knows, with its current leader PID."""
+
+    engine: str
+    name: str
+    pid: int
+    owner: str | None
+
+
+class Engine(ABC):
+    """Base class of the engines: find a container's leader PID by name.
+
+    :param connection: the connection (its SSH session runs the lookups).
+    :param owner: host user owning the container, or None for root's.
+    """
+
+    #: The ``engine=`` value.
+    name: ClassVar[str]
+    #: The host program whose presence means the engine is installed.
+    tool: ClassVar[str]
+
+    def __init__(self, connection: NamespaceConnection, owner: str | None) -> None:
+        self.connection = connection
+        self.owner = owner
+
+    @abstractmethod
+    def find(self, name: str) -> Found | None:
+        """The container called ``name``, or None if this engine does not know it.
+
+        Raises `ContainerStopped` for a known but stopped container.
+        """
+
+    def run(self, argv: list[str], *, as_owner: bool = True, root: bool = True) -> HostResult:
+        """Run a lookup on the host: as the owner (with the owner's runtime
+        directory and bus) when there is one, else as root when ``root``."""
+        connection = self.connection
+        command = join(argv)
+        me = connection.host_account()
+        if self.owner is not None and as_owner:
+            uid = connection.host_uid_of(self.owner)
+            env = join(
+                [
+                    "env",
+                    f"XDG_RUNTIME_DIR=/run/user/{uid}",
+                    f"DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/{uid}/bus",
+                ]
+            )
+            if self.owner == me.name:
+                return self._checked(run_on_host(connection, f"{env} {command}"))
+            command = f"runuser -u {quote(self.owner)} -- {env} {command}"
+            return self._checked(run_on_host(connection, command, connection.host_elevation()))
+        if root and me.uid != 0:
+            return self._checked(run_on_host(connection, command, connection.host_elevation()))
+        return self._checked(run_on_host(connection, command))
+
+    def _checked(self, result: HostResult) -> HostResult:
+        err = result.stderr.strip()
+        if err.startswith("sudo:") and result.exited == 1:
+            raise ElevationRequired(
+                f"looking up {self.name} containers on {self.connection.host} needs root: {err}"
+            )
+        if result.exited == 127 and "not found" in err:
+            raise ToolMissing(f"{self.tool} is not installed on {self.connection.host}: {err}")
+        return result
+
+
+def engines() -> dict[str, type[Engine]]:
+    """Every engine, by ``engine=`` name."""
+    from fabns.engines.lxc import Lxc
+    from fabns.engines.machined import Machined
+    from fabns.engines.podman import Docker, Podman
+
+    return {engine.name: engine for engine in (Machined, Lxc, Podman, Docker)}
+
+
+def find_leader(
+    connection: NamespaceConnection, name: str, engine: str, owner: str | None
+) -> Found:
+    """Resolve ``name`` with ``engine`` (or every installed one, for ``"auto"``)."""
+    table = engines()
+    if engine != "auto":
+        found = table[engine](connection, owner).find(name)
+        if found is None:
+            raise ContainerNotFound(
+                f"no {engine} container {name!r} on {connection.host}"
+                + (f" owned by {owner}" if owner else "")
+            )
+        return found
+    installed = connection.host_tools([table[e].tool for e in AUTO_ORDER])
+    tried = [e for e in AUTO_ORDER if installed.get(table[e].tool)]
+    if not tried:
+        raise ToolMissing(
+            f"no container engine on {connection.host} (looked for "
+            f"{', '.join(table[e].tool for e in AUTO_ORDER)})"
+        )
+    hits = [hit for e in tried if (hit := table[e](connection, owner).find(name)) is not None]
+    if len(hits) > 1:
+        raise AmbiguousContainer(
+            f"{name!r} on {connection.host} is known to "
+            + " and ".join(f"{h.engine} (PID {h.pid})" for h in hits)
+            + "; pass engine= to choose"
+        )
+    if not hits:
+        raise ContainerNotFound(
+            f"no container {name!r} on {connection.host}"
+            + (f" owned by {owner}" if owner else "")
+            + f" (asked {', '.join(tried)})"
+        )
+    return hits[0]
+
+
+__all__ = ["AUTO_ORDER", "KNOWN_ENGINES", "Elevation", "Engine", "Found", "find_leader"]

@@ -1,0 +1,41 @@
+"""``engine="podman"`` and ``engine="docker"``: containers by name, rootful or rootless."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from fabns.engines import Engine, Found
+from fabns.errors import ContainerNotFound, ContainerStopped
+
+
+class Podman(Engine):
+    """Leader from ``podman inspect -f '{{.State.Pid}}'`` (0 means stopped)."""
+
+    name: ClassVar[str] = "podman"
+    tool: ClassVar[str] = "podman"
+
+    def find(self, name: str) -> Found | None:
+        argv = [self.tool, "inspect", "--type", "container", "-f", "{{.State.Pid}}", "--", name]
+        result = self.run(argv)
+        text = result.stdout.strip()
+        if result.exited != 0:
+            err = result.stderr.lower()
+            if "no such" in err or "not found" in err:
+                return None
+            raise ContainerNotFound(
+                f"{self.tool} inspect failed on {self.connection.host}: {result.stderr.strip()}"
+            )
+        if not text.isdigit():
+            raise ContainerNotFound(f"{self.tool} inspect printed {text!r} for {name!r}")
+        if int(text) == 0:
+            raise ContainerStopped(
+                f"{self.name} container {name!r} on {self.connection.host} is not running"
+            )
+        return Found(self.name, name, int(text), self.owner)
+
+
+class Docker(Podman):
+    """The same lookup with the ``docker`` client."""
+
+    name: ClassVar[str] = "docker"
+    tool: ClassVar[str] = "docker"
