@@ -13,7 +13,7 @@ say() { printf 'install.sh: %s\n' "$*" >&2; }
 [ "$(id -u)" = 0 ] || { say "must run as root"; exit 1; }
 
 # ---------------------------------------------------------------------------------- packages
-PACKAGES=(openssh-server openssh-client busybox-static uidmap sudo procps util-linux passwd
+PACKAGES=(openssh-server openssh-client busybox-static uidmap sudo procps util-linux mount passwd
           coreutils python3 python3-venv python3-pip git ca-certificates)
 missing=()
 for p in "${PACKAGES[@]}"; do
