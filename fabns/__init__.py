@@ -6,7 +6,11 @@
 from fabns.config import Config
 from fabns.connection import NamespaceConnection
 from fabns.errors import (
+    AmbiguousContainer,
+    ContainerNotFound,
+    ContainerStopped,
     ElevationRequired,
+    EngineUnavailable,
     EntryFailed,
     HelperError,
     InvalidArgument,
@@ -24,8 +28,12 @@ from fabns.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AmbiguousContainer",
     "Config",
+    "ContainerNotFound",
+    "ContainerStopped",
     "ElevationRequired",
+    "EngineUnavailable",
     "EntryFailed",
     "HelperError",
     "InvalidArgument",

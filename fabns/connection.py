@@ -8,6 +8,7 @@ Fabric's runner with the way in's wrapper around the command.
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass, replace
 from typing import Any
@@ -529,8 +530,24 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
 
         return get(self, remote, local, preserve_mode, progress=progress)
 
-    # -- not inside yet ----------------------------------------------------------
+    # -- interactive ------------------------------------------------------------
 
     def shell(self, **kwargs: Any) -> Any:
-        """Not built yet: raises rather than opening a shell on the host."""
-        raise NotImplementedYet("shell() inside a namespace is not implemented yet")
+        """An interactive login shell inside the target, like `fabric.Connection.shell`.
+
+        A pty sized to the local terminal (and resized with it), the local
+        terminal put back as it was afterwards, the user's login shell from the
+        container's ``/etc/passwd`` (``/bin/sh`` if it has none), its home and
+        environment. Accepts Fabric's ``encoding``, ``env``, ``in_stream``,
+        ``replace_env`` and ``watchers``; returns the `Result` with the shell's
+        exit status (never raises for a non-zero one).
+        """
+        allowed = {"encoding", "env", "in_stream", "replace_env", "watchers"}
+        unknown = set(kwargs) - allowed
+        if unknown:
+            raise TypeError(f"shell() got unexpected keyword arguments: {sorted(unknown)}")
+        self.open()
+        creds = self.credentials()
+        env = {"TERM": os.environ.get("TERM", "xterm"), **kwargs.pop("env", {})}
+        kwargs.update(pty=True, warn=True, hide=False, echo=False, env=env)
+        return self._run_inside(f"exec {quote(creds.shell)} -l", {}, kwargs)

@@ -100,3 +100,7 @@ class ContainerStopped(TargetNotFound):
 
 class AmbiguousContainer(NamespaceError, LookupError):
     """Two engines know the name; ``engine=`` must choose."""
+
+
+class EngineUnavailable(NamespaceError, RuntimeError):
+    """An engine's tool is installed but failed (a daemon not running, no permission)."""

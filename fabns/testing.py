@@ -816,6 +816,28 @@ STANDARD_CONTAINERS = {
 }
 
 
+def chroot_limitation() -> str | None:
+    """Why user namespaces cannot be made here, when this process runs in a chroot.
+
+    The kernel refuses ``unshare(CLONE_NEWUSER)`` (EPERM) and ``pivot_root``
+    to a process whose root is not its mount namespace's root -- a chroot, as
+    in a bootstrap or image-build environment. Seen from inside such a chroot,
+    no mount in ``/proc/self/mountinfo`` has the mount point ``/``. Returns
+    None on a normal machine.
+    """
+    try:
+        with open("/proc/self/mountinfo") as f:
+            points = [line.split()[4] for line in f if len(line.split()) > 4]
+    except OSError:
+        return None
+    if "/" in points:
+        return None
+    return (
+        "this process runs in a chroot (its root is no mount point), where the kernel "
+        "refuses user namespaces and pivot_root; user-namespaced containers need a real root"
+    )
+
+
 @dataclass
 class Harness:
     """Everything the behaviour tests need: one sshd and the standard containers.
@@ -828,6 +850,9 @@ class Harness:
     containers: dict[str, Container]
     #: A 0755 directory holding the sshd's files and the containers.
     directory: Path
+    #: Standard containers that cannot exist on this machine, with the reason (see
+    #: `chroot_limitation`); empty on a normal machine.
+    unavailable: dict[str, str] = field(default_factory=dict)
     _remove_directory: bool = field(default=True, repr=False, compare=False)
 
     @classmethod
@@ -849,7 +874,12 @@ class Harness:
             sshd = SSHServer.start(directory / "sshd")
             (directory / "containers").mkdir(exist_ok=True)
             (directory / "containers").chmod(0o755)
+            limitation = chroot_limitation()
+            unavailable: dict[str, str] = {}
             for key, (name, mode, owner) in STANDARD_CONTAINERS.items():
+                if mode != "plain" and limitation:
+                    unavailable[key] = limitation
+                    continue
                 containers[key] = Container.start(directory / "containers", name, mode, owner)
         except BaseException:
             _stop_all(sshd, containers.values())
@@ -857,7 +887,11 @@ class Harness:
                 shutil.rmtree(directory, ignore_errors=True)
             raise
         return cls(
-            sshd=sshd, containers=containers, directory=directory, _remove_directory=created
+            sshd=sshd,
+            containers=containers,
+            directory=directory,
+            unavailable=unavailable,
+            _remove_directory=created,
         )
 
     def stop(self) -> None:

@@ -22,6 +22,7 @@ from fabns.errors import (
     AmbiguousContainer,
     ContainerNotFound,
     ElevationRequired,
+    EngineUnavailable,
     ToolMissing,
 )
 from fabns.host import Elevation, HostResult, run_on_host
@@ -132,7 +133,16 @@ def find_leader(
             f"no container engine on {connection.host} (looked for "
             f"{', '.join(table[e].tool for e in AUTO_ORDER)})"
         )
-    hits = [hit for e in tried if (hit := table[e](connection, owner).find(name)) is not None]
+    hits: list[Found] = []
+    unavailable: list[str] = []
+    for engine_name in tried:
+        try:
+            hit = table[engine_name](connection, owner).find(name)
+        except EngineUnavailable as error:
+            unavailable.append(f"{engine_name}: {error}")
+            continue
+        if hit is not None:
+            hits.append(hit)
     if len(hits) > 1:
         raise AmbiguousContainer(
             f"{name!r} on {connection.host} is known to "
@@ -144,6 +154,7 @@ def find_leader(
             f"no container {name!r} on {connection.host}"
             + (f" owned by {owner}" if owner else "")
             + f" (asked {', '.join(tried)})"
+            + (f"; unavailable: {'; '.join(unavailable)}" if unavailable else "")
         )
     return hits[0]
 

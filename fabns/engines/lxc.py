@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from fabns.engines import Engine, Found
-from fabns.errors import ContainerNotFound, ContainerStopped
+from fabns.errors import ContainerStopped, EngineUnavailable
 
 
 def parse_lxc_ls(text: str) -> dict[str, str]:
@@ -27,7 +27,7 @@ class Lxc(Engine):
     def find(self, name: str) -> Found | None:
         result = self.run(["lxc-ls", "-1fFNAME,PID"])
         if result.exited != 0:
-            raise ContainerNotFound(
+            raise EngineUnavailable(
                 f"lxc-ls failed on {self.connection.host}: {result.stderr.strip()}"
             )
         pid = parse_lxc_ls(result.stdout).get(name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from fabns.engines import Engine, Found
-from fabns.errors import ContainerNotFound
+from fabns.errors import EngineUnavailable
 
 
 class Machined(Engine):
@@ -22,7 +22,7 @@ class Machined(Engine):
         if result.exited != 0:
             if "No machine" in result.stderr or "not known" in result.stderr:
                 return None
-            raise ContainerNotFound(
+            raise EngineUnavailable(
                 f"machinectl could not look up {name!r} on {self.connection.host}: "
                 f"{result.stderr.strip()}"
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from fabns.engines import Engine, Found
-from fabns.errors import ContainerNotFound, ContainerStopped
+from fabns.errors import ContainerStopped, EngineUnavailable
 
 
 class Podman(Engine):
@@ -22,11 +22,11 @@ class Podman(Engine):
             err = result.stderr.lower()
             if "no such" in err or "not found" in err:
                 return None
-            raise ContainerNotFound(
+            raise EngineUnavailable(
                 f"{self.tool} inspect failed on {self.connection.host}: {result.stderr.strip()}"
             )
         if not text.isdigit():
-            raise ContainerNotFound(f"{self.tool} inspect printed {text!r} for {name!r}")
+            raise EngineUnavailable(f"{self.tool} inspect printed {text!r} for {name!r}")
         if int(text) == 0:
             raise ContainerStopped(
                 f"{self.name} container {name!r} on {self.connection.host} is not running"
