@@ -65,11 +65,6 @@ class TestArguments:
         assert issubclass(PermissionDenied, PermissionError)
         assert issubclass(ToolMissing, FileNotFoundError)
 
-    def test_shell_refuses_rather_than_use_the_host(self, connect):
-        c = connect("root", "plain")
-        with pytest.raises(NotImplementedYet):
-            c.shell()
-
 
 class TestTargets:
     def test_pid_that_does_not_exist(self, connect, method):

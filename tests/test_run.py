@@ -235,3 +235,15 @@ class TestCredentials:
                 c.sudo("true", user="alice")
         else:
             assert c.sudo("id -un", user="alice", hide=True).stdout == "alice\n"
+
+
+class TestShell:
+    def test_shell_api_runs_the_login_shell_inside(self, connect, method):
+        c = connect("root", "plain", method=method, uid="alice")
+        result = c.shell(in_stream=io.StringIO("hostname; echo $HOME $TERM; exit 5\n"))
+        assert result.exited == 5
+        assert "fabns-plain" in result.stdout and "/home/alice" in result.stdout
+
+    def test_shell_takes_only_fabrics_arguments(self, connect):
+        with pytest.raises(TypeError, match="pty"):
+            connect("root", "plain").shell(pty=False)
