@@ -256,11 +256,14 @@ class SSHServer:
         cls,
         directory: Path,
         users: Sequence[str] = ("root", TEST_USER, SUDO_USER, NOPASSWD_USER),
+        wrapper: Sequence[str] = (),
     ) -> SSHServer:
         """Start sshd on a free port of 127.0.0.1, files in ``directory``; wait until it listens.
 
         Every user in ``users`` may log in with `client_key`; each non-root user
         gets ``XDG_RUNTIME_DIR=/run/user/UID`` (created, as pam_systemd would).
+        ``wrapper`` is an argv prefix that must end by exec'ing its arguments
+        (e.g. ``unshare --mount ...`` to give the sshd a host that looks different).
         """
         require_root()
         if not os.access(SSHD, os.X_OK):
@@ -303,7 +306,7 @@ class SSHServer:
             config.write_text(_sshd_config(directory, port) + "".join(match_blocks))
             _run([SSHD, "-t", "-f", str(config)], "sshd -t (config check)")
             log.write_bytes(b"")
-            process = _spawn([SSHD, "-D", "-f", str(config), "-E", str(log)], log)
+            process = _spawn([*wrapper, SSHD, "-D", "-f", str(config), "-E", str(log)], log)
             server = cls(
                 directory=directory,
                 port=port,

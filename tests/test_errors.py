@@ -8,6 +8,7 @@ import pytest
 from support import METHODS, connect  # noqa: F401
 
 from fabns import (
+    Config,
     ElevationRequired,
     InvalidArgument,
     NamespaceConnection,
@@ -19,7 +20,7 @@ from fabns import (
     TargetNotFound,
     ToolMissing,
 )
-from fabns.testing import NOPASSWD_USER, SUDO_PASSWORD, SUDO_USER, TEST_USER
+from fabns.testing import NOPASSWD_USER, SUDO_PASSWORD, SUDO_USER, TEST_USER, SSHServer
 
 
 @pytest.fixture(params=METHODS)
@@ -133,6 +134,26 @@ class TestPrivilege:
         c = connect(SUDO_USER, "plain", method=method)
         with pytest.raises(ElevationRequired, match="password"):
             c.run("true")
+
+    def test_nsenter_missing_on_the_host(self, harness, tmp_path):
+        # a second sshd whose host has no nsenter: a private mount namespace hides it
+        hide = 'mount --bind /dev/null /usr/bin/nsenter && exec "$@"'
+        wrapper = ["unshare", "--mount", "--propagation", "private", "sh", "-c", hide, "sh"]
+        server = SSHServer.start(tmp_path / "no-nsenter", users=("root",), wrapper=wrapper)
+        try:
+            kwargs = {
+                **server.connection_kwargs("root"),
+                "pid": harness.containers["plain"].leader_pid,
+            }
+            config = Config(overrides={"run": {"in_stream": False}})
+            with NamespaceConnection(**kwargs, method="nsenter", config=config) as c:
+                with pytest.raises(ToolMissing, match="nsenter"):
+                    c.run("true")
+            with NamespaceConnection(**kwargs, config=config) as c:  # auto: the helper instead
+                assert c.run("hostname", hide=True).stdout == "fabns-plain\n"
+                assert c.method_name == "setns"
+        finally:
+            server.stop()
 
     def test_wrong_python_is_reported(self, connect, method):
         overrides = {"fabns": {"python": "/nonexistent/python3"}}
