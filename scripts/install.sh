@@ -15,12 +15,24 @@ say() { printf 'install.sh: %s\n' "$*" >&2; }
 # ---------------------------------------------------------------------------------- packages
 PACKAGES=(openssh-server openssh-client busybox-static uidmap sudo procps util-linux mount passwd
           coreutils python3 python3-venv python3-pip git ca-certificates)
+# container engines for fabns.testbeds: LXC, machined + nspawn (and the system/user D-Bus they
+# need), Podman with runc (crun refuses this hybrid cgroup layout) and catatonit (the rootless
+# pause process; only a Recommends of podman); netcat for ProxyCommand into a network namespace
+PACKAGES+=(lxc lxc-templates systemd-container dbus dbus-user-session podman runc catatonit
+           netcat-openbsd)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q ' installed$' || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"
+  # without systemd as PID 1, a system bus started by hand (fabns.testbeds.SystemBus) would let
+  # apt's hooks D-Bus-activate packagekitd and polkitd, which then die with it: stop it first
+  if [ "$(cat /proc/1/comm 2>/dev/null)" != systemd ] && [ -S /run/dbus/system_bus_socket ] \
+    && [ -s /run/dbus/pid ] && kill -0 "$(cat /run/dbus/pid)" 2>/dev/null; then
+    say "a system D-Bus (PID $(cat /run/dbus/pid)) runs without systemd; stop it, then re-run"
+    exit 1
+  fi
   # keep maintainer scripts from starting services (the system sshd on port 22) on hosts
   # without a policy of their own; ours is removed again whatever happens
   if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -32,6 +44,32 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 mkdir -p /run/sshd && chmod 755 /run/sshd
+
+# ---------------------------------------------------------------------------------- podman
+# settings that work here, for root and rootless users alike: runc (crun refuses hybrid cgroups
+# while cgroup2 lists hugetlb), cgroupfs (no systemd PID 1), events to a file (no journald),
+# rlimits no higher than what conmon inherits (no CAP_SYS_RESOURCE). Someone else's file is
+# left alone; ours goes into the drop-in folder instead.
+PODMAN_CONF_MARK='# written by fabns scripts/install.sh'
+PODMAN_CONF=/etc/containers/containers.conf
+if [ -e "$PODMAN_CONF" ] && ! head -1 "$PODMAN_CONF" | grep -qF "$PODMAN_CONF_MARK"; then
+  PODMAN_CONF=/etc/containers/containers.conf.d/50-fabns.conf
+fi
+tmp=$(mktemp)
+cat > "$tmp" <<EOF
+$PODMAN_CONF_MARK (fabns.testbeds)
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+[engine]
+runtime = "runc"
+events_logger = "file"
+cgroup_manager = "cgroupfs"
+EOF
+if ! cmp -s "$tmp" "$PODMAN_CONF"; then
+  mkdir -p "$(dirname "$PODMAN_CONF")"
+  install -m 0644 -o root -g root "$tmp" "$PODMAN_CONF"
+fi
+rm -f "$tmp"
 
 # ---------------------------------------------------------------------------------- users
 # name  subordinate id start  (each range is 65536 ids; alice's is what the containers expect)

@@ -146,9 +146,9 @@ class TestPrivilege:
                 "pid": harness.containers["plain"].leader_pid,
             }
             config = Config(overrides={"run": {"in_stream": False}})
-            with NamespaceConnection(**kwargs, method="nsenter", config=config) as c:
-                with pytest.raises(ToolMissing, match="nsenter"):
-                    c.run("true")
+            c = NamespaceConnection(**kwargs, method="nsenter", config=config)
+            with c, pytest.raises(ToolMissing, match="nsenter"):
+                c.run("true")
             with NamespaceConnection(**kwargs, config=config) as c:  # auto: the helper instead
                 assert c.run("hostname", hide=True).stdout == "fabns-plain\n"
                 assert c.method_name == "setns"
