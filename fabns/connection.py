@@ -8,6 +8,7 @@ Fabric's runner with the way in's wrapper around the command.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from dataclasses import dataclass, replace
@@ -274,25 +275,24 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
     def _check_probe(self, report: dict[str, Any], pid: int, elevation: Elevation) -> None:
         target = report["target"]
         who = "root (via sudo)" if elevation.active else f"{self.user}"
-        for key in ("error",):
-            error = target.get(key) or (target.get("inside") or {}).get(key)
-            if error:
-                step, number = error.get("step"), error.get("errno")
-                if step == "gone":
-                    raise TargetNotFound(f"no process {pid} on {self.host}")
-                if number in (1, 13):
-                    raise PermissionDenied(
-                        f"{who} may not enter process {pid} on {self.host}: "
-                        f"{step} {error.get('detail', '')} failed with "
-                        f"{'EPERM' if number == 1 else 'EACCES'}"
-                    )
-                raise HelperError(
-                    f"could not inspect process {pid} on {self.host}: {step} "
-                    f"{error.get('detail', '')} (errno {number})",
-                    step=str(step),
-                    errno=number,
-                    detail=str(error.get("detail", "")),
-                )
+        error = target.get("error") or (target.get("inside") or {}).get("error")
+        if not error:
+            return
+        step, number = error.get("step"), error.get("errno")
+        detail = str(error.get("detail", ""))
+        if step == "gone":
+            raise TargetNotFound(f"no process {pid} on {self.host}")
+        if number in (errno.EPERM, errno.EACCES):
+            raise PermissionDenied(
+                f"{who} may not enter process {pid} on {self.host}: {step} {detail} failed "
+                f"with {errno.errorcode[number]}"
+            )
+        raise HelperError(
+            f"could not inspect process {pid} on {self.host}: {step} {detail} (errno {number})",
+            step=str(step),
+            errno=number,
+            detail=detail,
+        )
 
     def _choose_way(self, leader: Leader, python: str) -> WayIn:
         available = ways()

@@ -20,7 +20,6 @@ from fabric.runners import Remote, cares_about_SIGWINCH
 from invoke.terminals import pty_size
 
 from fabns.errors import (
-    EntryFailed,
     HelperError,
     NamespaceError,
     PermissionDenied,
@@ -129,4 +128,4 @@ def translate_entry_error(error: EntryError, where: str, method: str) -> Namespa
     )
 
 
-__all__ = ["EntryFailed", "NamespaceRemote", "translate_entry_error"]
+__all__ = ["NamespaceRemote", "translate_entry_error"]

@@ -124,6 +124,23 @@ def sshd(harness: Harness) -> SSHServer:
     return harness.sshd
 
 
+class _Containers(dict[str, Container]):
+    """The harness's containers; asking for one the machine cannot hold skips with why.
+
+    That happens only where the kernel refuses user namespaces (a chroot); on a
+    normal machine and in CI every standard container runs or the harness fails.
+    """
+
+    def __init__(self, harness: Harness) -> None:
+        super().__init__(harness.containers)
+        self.unavailable = harness.unavailable
+
+    def __missing__(self, key: str) -> Container:
+        if key in self.unavailable:
+            pytest.skip(f"{key}: {self.unavailable[key]}")
+        raise KeyError(key)
+
+
 @pytest.fixture(scope="session")
 def containers(harness: Harness) -> dict[str, Container]:
-    return harness.containers
+    return _Containers(harness)
