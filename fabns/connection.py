@@ -205,7 +205,7 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
             assert self.target_pid is not None
             pid = self.target_pid
         python = fabns_setting(self.config, "python", "python3")
-        wanted_tools = ["nsenter", "sudo"]
+        wanted_tools = sorted({"sudo", *(t for way in ways().values() for t in way.tools)})
         request = {"mode": "probe", "pid": pid, "files": list(PROBE_FILES), "tools": wanted_tools}
         command = helper_command(python, request)
         elevation = Elevation()
@@ -304,17 +304,18 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
             if not leader.tools.get(tool):
                 raise ToolMissing(
                     f'method="{method}" needs {tool} on {self.host}, which is not installed '
-                    f'(install util-linux, or use method="setns")'
+                    f'(or use method="setns", which needs only python3)'
                 )
         return way_class(
             leader, nonce=self.fabns_nonce, python=python, host_user=self.host_account().name
         )
 
-    @staticmethod
-    def auto_method(leader: Leader) -> str:
-        """``method="auto"``: lxc-attach for an unprivileged owner's LXC container,
-        otherwise nsenter where the host has it, else the setns helper."""
-        if leader.engine == "lxc" and leader.owner not in (None, "root"):
+    def auto_method(self, leader: Leader) -> str:
+        """``method="auto"``: lxc-attach when the SSH user is the unprivileged owner of
+        the LXC container, otherwise nsenter where the host has it, else the setns helper."""
+        owner = leader.owner
+        lxc_owner = leader.engine == "lxc" and owner not in (None, "root")
+        if lxc_owner and owner == self.host_account().name:
             return "lxc-attach"
         return "nsenter" if leader.tools.get("nsenter") else "setns"
 
@@ -341,7 +342,11 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
 
     def host_tools(self, names: list[str]) -> dict[str, str | None]:
         """Where each program is on the host's PATH (None when missing)."""
-        script = "; ".join(f"printf '%s\\n' \"$(command -v {quote(n)} || true)\"" for n in names)
+        # a program counts if it is a regular executable file, not merely a name on PATH
+        script = "; ".join(
+            f'p=$(command -v {quote(n)}) && [ -f "$p" ] && [ -x "$p" ] || p=; printf "%s\\n" "$p"'
+            for n in names
+        )
         lines = run_on_host(self, script).stdout.split("\n")
         return {
             n: (lines[i].strip() or None) if i < len(lines) else None for i, n in enumerate(names)

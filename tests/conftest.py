@@ -16,7 +16,8 @@ import fabric  # noqa: F401  (imported before the leak snapshot: import-time sta
 import paramiko
 import pytest
 
-from fabns.testing import Container, Harness, SSHServer
+from fabns.testbeds import EngineBeds
+from fabns.testing import Container, Harness, SSHServer, chroot_limitation
 
 #: Open file descriptors the session may gain (pytest's own bookkeeping, lazy imports).
 FD_TOLERANCE = 3
@@ -144,3 +145,28 @@ class _Containers(dict[str, Container]):
 @pytest.fixture(scope="session")
 def containers(harness: Harness) -> dict[str, Container]:
     return _Containers(harness)
+
+
+@pytest.fixture(scope="session")
+def state_before_beds() -> dict[str, object]:
+    """What the machine looked like before the engine beds started (checked after a stop)."""
+    from support import machine_state
+
+    return machine_state()
+
+
+@pytest.fixture(scope="session")
+def beds(state_before_beds: dict[str, object]) -> Iterator[EngineBeds]:
+    """Every container engine (`fabns.testbeds`), started once per session.
+
+    A piece that cannot start is a test error -- except in a chroot, where the
+    kernel refuses the user namespaces and pivot_root that every engine needs.
+    """
+    limitation = chroot_limitation()
+    if limitation:
+        pytest.skip(f"container engines: {limitation}")
+    started = EngineBeds.start()
+    try:
+        yield started
+    finally:
+        started.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -51,6 +52,20 @@ def connect(harness: Any) -> Iterator[Connect]:
         conn.close()
 
 
+def hiding(program: str) -> list[str]:
+    """An `SSHServer` wrapper: a private mount namespace where ``program`` is not executable.
+
+    Refuses to run (rather than hide it for the whole machine) if the namespace
+    still has shared mounts, e.g. in a chroot where ``/`` cannot be made private.
+    """
+    script = (
+        "mount --make-rprivate / 2>/dev/null || "
+        '! grep -q " shared:" /proc/self/mountinfo || exit 1; '
+        f'mount --bind /dev/null {program} && exec "$@"'
+    )
+    return ["unshare", "--mount", "--propagation", "unchanged", "sh", "-c", script, "sh"]
+
+
 def host_processes(needle: str) -> list[str]:
     """Command lines of processes on this machine containing ``needle``."""
     found = []
@@ -69,3 +84,32 @@ def host_processes(needle: str) -> list[str]:
 
 def host_run(*argv: str) -> str:
     return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
+#: Paths the engines create on first use (none may be left behind by a stop).
+WATCHED = [
+    Path(p)
+    for p in (
+        "/run/systemd/system", "/run/systemd/nspawn", "/run/systemd/userdb", "/run/dbus/pid",
+        "/run/dbus/system_bus_socket", "/run/lxc", "/var/lib/containers", "/run/containers",
+        "/run/libpod", "/run/runc", "/var/lib/lxc/fabns-p1", "/home/alice/.local",
+        "/home/alice/.config", "/home/alice/.cache", "/etc/cni/net.d/cni.lock",
+    )
+]  # fmt: skip
+#: Folders whose entries must be the same after a stop as before the start.
+LISTED = [Path("/run/user/1001"), Path("/run/systemd"), Path("/var/lib/lxc")]
+#: Cgroups the engines make at the top of a hierarchy.
+CGROUP_NAMES = ("fabns-alice", "machine.slice", "lxc.pivot", "libpod_parent")
+
+
+def machine_state() -> dict[str, object]:
+    """What a stop must restore: watched paths, folder listings, our top-level cgroups."""
+    state: dict[str, object] = {str(p): os.path.lexists(p) for p in WATCHED}
+    for folder in LISTED:
+        state[f"{folder}/*"] = sorted(os.listdir(folder)) if folder.is_dir() else None
+    cgroups = []
+    for point in Path("/sys/fs/cgroup").iterdir():
+        cgroups += [f"{point.name}/{n}" for n in CGROUP_NAMES if (point / n).is_dir()]
+        cgroups += [f"{point.name}/{d.name}" for d in point.glob("lxc.*.fabns-*")]
+    state["cgroups"] = sorted(cgroups)
+    return state

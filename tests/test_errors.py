@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from support import METHODS, connect  # noqa: F401
+from support import METHODS, connect, hiding  # noqa: F401
 
 from fabns import (
     Config,
@@ -137,8 +137,7 @@ class TestPrivilege:
 
     def test_nsenter_missing_on_the_host(self, harness, tmp_path):
         # a second sshd whose host has no nsenter: a private mount namespace hides it
-        hide = 'mount --bind /dev/null /usr/bin/nsenter && exec "$@"'
-        wrapper = ["unshare", "--mount", "--propagation", "private", "sh", "-c", hide, "sh"]
+        wrapper = hiding("/usr/bin/nsenter")
         server = SSHServer.start(tmp_path / "no-nsenter", users=("root",), wrapper=wrapper)
         try:
             kwargs = {

@@ -210,8 +210,9 @@ class TestContainers:
 
     def test_leaders_run_as_the_owners_ids_on_the_host(self, containers):
         alice = pwd.getpwnam(TEST_USER).pw_uid
-        uids = {key: host_uid(ctr.leader_pid) for key, ctr in containers.items()}
-        assert uids == {"plain": 0, "rootns": 0, "alice-maproot": alice, "alice-subid": 100000}
+        expected = {"plain": 0, "rootns": 0, "alice-maproot": alice, "alice-subid": 100000}
+        for key, uid in expected.items():
+            assert host_uid(containers[key].leader_pid) == uid
 
     @pytest.mark.parametrize("key", CONTAINER_KEYS)
     def test_leader_environment_is_clean(self, containers, key):
@@ -256,6 +257,8 @@ class TestContainers:
         "mode, owner", [("plain", "root"), ("maproot", TEST_USER), ("subid", TEST_USER)]
     )
     def test_restart_gives_a_new_leader_and_stop_leaves_nothing(self, scratch, mode, owner):
+        if mode != "plain" and chroot_limitation():
+            pytest.skip(str(chroot_limitation()))
         ctr = Container.start(scratch, "fabns-t-restart", mode, owner)
         try:
             old = (ctr.leader_pid, ctr.unshare_pid)

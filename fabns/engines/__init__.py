@@ -87,7 +87,8 @@ class Engine(ABC):
             )
             if self.owner == me.name:
                 return self._checked(run_on_host(connection, f"{env} {command}"))
-            command = f"runuser -u {quote(self.owner)} -- {env} {command}"
+            # from /: the owner may not enter the SSH user's working directory
+            command = f"cd / && runuser -u {quote(self.owner)} -- {env} {command}"
             return self._checked(run_on_host(connection, command, connection.host_elevation()))
         if root and me.uid != 0:
             return self._checked(run_on_host(connection, command, connection.host_elevation()))
@@ -119,6 +120,11 @@ def find_leader(
     """Resolve ``name`` with ``engine`` (or every installed one, for ``"auto"``)."""
     table = engines()
     if engine != "auto":
+        tool = table[engine].tool
+        if not connection.host_tools([tool]).get(tool):
+            raise ToolMissing(
+                f'engine="{engine}" needs {tool}, which is not installed on {connection.host}'
+            )
         found = table[engine](connection, owner).find(name)
         if found is None:
             raise ContainerNotFound(

@@ -51,4 +51,6 @@ class LxcAttach(ShellWayIn):
         return argv
 
     def command(self, call: Call) -> str:
-        return self.host_script(f"{join(self.attach_argv(call))} -- {self.inner_command(call)}")
+        # from /: an owner switched to with runuser may not enter our working directory
+        tool = f"{join(self.attach_argv(call))} -- {self.inner_command(call)}"
+        return "cd / && " + self.host_script(tool)

@@ -1,0 +1,188 @@
+"""Containers by name, over the real sshd, with every engine and way in that makes sense.
+
+machined + nspawn, LXC (root's, and alice's unprivileged one in her delegated
+cgroup), rootful and rootless Podman: see `fabns.testbeds`.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+import pytest
+from support import hiding
+
+from fabns import (
+    AmbiguousContainer,
+    Config,
+    ContainerNotFound,
+    ContainerStopped,
+    EngineUnavailable,
+    InvalidArgument,
+    NamespaceConnection,
+    ToolMissing,
+)
+from fabns.testing import SSHServer
+
+ROOT_CASES = [
+    # (engine, key, container name, methods)
+    ("machined", "n1", "fabns-n1", ["nsenter", "setns"]),
+    ("machined", "n2", "fabns-n2", ["nsenter", "setns"]),
+    ("lxc", "p1", "fabns-p1", ["nsenter", "setns", "lxc-attach"]),
+    ("podman", "pod1", "fabns-pod1", ["nsenter", "setns"]),
+]
+
+
+def open_connection(sshd: SSHServer, user: str, **kwargs: Any) -> NamespaceConnection:
+    config = Config(overrides={"run": {"in_stream": False}})
+    return NamespaceConnection(**sshd.connection_kwargs(user), config=config, **kwargs)
+
+
+def check_inside(c: NamespaceConnection, name: str) -> None:
+    out = c.run("hostname; echo $FABNS_CTR; id -u; pwd", hide=True).stdout.split()
+    assert out == [name, name, "0", "/root"]
+
+
+@pytest.mark.parametrize(
+    "engine,key,name,method",
+    [(e, k, n, m) for e, k, n, methods in ROOT_CASES for m in methods],
+)
+def test_root_by_name(sshd, beds, engine, key, name, method):
+    for which in (engine, "auto"):
+        with open_connection(sshd, "root", container=name, engine=which, method=method) as c:
+            check_inside(c, name)
+            assert (c.target.engine, c.target.name, c.method_name) == (engine, name, method)
+
+
+@pytest.mark.parametrize("method", ["auto", "lxc-attach", "setns", "nsenter"])
+def test_alice_into_her_unprivileged_lxc(beds, method):
+    # alice's sessions on this sshd start in her delegated cgroup, as on a systemd host
+    with open_connection(
+        beds.alice_sshd, "alice", container="fabns-u1", owner="alice", method=method
+    ) as c:
+        check_inside(c, "fabns-u1")
+        assert c.method_name == ("lxc-attach" if method == "auto" else method)
+        assert c.target.engine == "lxc" and c.target.owner == "alice"
+        if c.method_name == "lxc-attach":
+            result = c.run("echo out; echo err >&2; exit 3", warn=True, hide=True)
+            assert (result.exited, result.stdout, result.stderr) == (3, "out\n", "err\n")
+
+
+@pytest.mark.parametrize("method", ["nsenter", "setns"])
+def test_root_into_alices_containers_by_owner(sshd, beds, method):
+    for name, engine in (("fabns-u1", "lxc"), ("fabns-apod", "podman")):
+        with open_connection(
+            sshd, "root", container=name, owner="alice", engine=engine, method=method
+        ) as c:
+            assert c.run("hostname", hide=True).stdout == f"{name}\n"
+
+
+@pytest.mark.parametrize("method", ["auto", "nsenter", "setns"])
+def test_alice_into_her_rootless_podman(sshd, beds, method):
+    with open_connection(sshd, "alice", container="fabns-apod", owner="alice", method=method) as c:
+        check_inside(c, "fabns-apod")
+        assert c.target.engine == "podman"
+
+
+def test_unknown_name_names_engines_tried(sshd, beds):
+    with (
+        open_connection(sshd, "root", container="fabns-nosuch") as c,
+        pytest.raises(ContainerNotFound, match=r"fabns-nosuch.*asked machined, lxc, podman"),
+    ):
+        c.run("true")
+
+
+@pytest.mark.parametrize("engine", ["machined", "lxc", "podman"])
+@pytest.mark.parametrize(
+    "name", ["; touch /tmp/fabns-pwned", "$(touch /tmp/fabns-pwned)", "-rf", "a b", "x'y"]
+)
+def test_hostile_names_are_data(sshd, beds, engine, name):
+    import os
+
+    with (
+        open_connection(sshd, "root", container=name, engine=engine) as c,
+        pytest.raises(ContainerNotFound),
+    ):
+        c.run("true")
+    assert not os.path.exists("/tmp/fabns-pwned")
+
+
+def test_two_engines_knowing_a_name_is_an_error(sshd, beds):
+    p1 = beds.lxc["p1"]
+    beds.machined.register("fabns-p1", p1.leader_pid, beds.directory)
+    try:
+        with (
+            open_connection(sshd, "root", container="fabns-p1") as c,
+            pytest.raises(AmbiguousContainer, match=r"machined .* and lxc"),
+        ):
+            c.run("true")
+        with open_connection(sshd, "root", container="fabns-p1", engine="lxc") as c:
+            assert c.run("hostname", hide=True).stdout == "fabns-p1\n"
+    finally:
+        beds.machined.unregister("fabns-p1")
+
+
+@pytest.mark.parametrize("key,engine", [("p1", "lxc"), ("pod1", "podman")])
+def test_restarted_container_is_found_again_by_name(sshd, beds, key, engine):
+    piece = beds.lxc[key] if engine == "lxc" else beds.podman[key]
+    with open_connection(sshd, "root", container=piece.name, engine=engine) as c:
+        c.run("true")
+        old = c.target.pid
+        piece.restart()
+        assert c.run("hostname", hide=True).stdout == f"{piece.name}\n"
+        assert c.target.pid == piece.leader_pid != old
+
+
+@pytest.mark.parametrize(
+    "engine,name,stop,start",
+    [
+        ("lxc", "fabns-p1", ["lxc-stop", "-k", "-n"], ["lxc-start", "-d", "-n"]),
+        ("podman", "fabns-pod1", ["podman", "stop", "-t", "0"], ["podman", "start"]),
+    ],
+)
+def test_stopped_container(sshd, beds, engine, name, stop, start):
+    subprocess.run([*stop, name], check=True, capture_output=True)
+    try:
+        with (
+            open_connection(sshd, "root", container=name, engine=engine) as c,
+            pytest.raises(ContainerStopped, match="not running"),
+        ):
+            c.run("true")
+    finally:
+        subprocess.run([*start, name], check=True, capture_output=True)
+
+
+def test_engine_whose_tool_fails(sshd, beds):
+    # the docker client is installed on these machines, its daemon is not
+    import shutil
+
+    if not shutil.which("docker"):
+        pytest.skip("no docker client on this machine")
+    with (
+        open_connection(sshd, "root", container="fabns-p1", engine="docker") as c,
+        pytest.raises(EngineUnavailable, match="docker"),
+    ):
+        c.run("true")
+
+
+def test_missing_engine_tool(beds, harness, tmp_path):
+    wrapper = hiding("/usr/bin/machinectl")
+    server = SSHServer.start(tmp_path / "no-machinectl", users=("root",), wrapper=wrapper)
+    try:
+        with (
+            open_connection(server, "root", container="fabns-n1", engine="machined") as c,
+            pytest.raises(ToolMissing, match="machinectl"),
+        ):
+            c.run("true")
+    finally:
+        server.stop()
+
+
+def test_lxc_attach_needs_an_lxc_name(sshd, harness):
+    with (
+        open_connection(
+            sshd, "root", pid=harness.containers["plain"].leader_pid, method="lxc-attach"
+        ) as c,
+        pytest.raises(InvalidArgument, match="LXC container name"),
+    ):
+        c.run("true")
