@@ -35,11 +35,17 @@ def test(c: Context, k: str = "", x: bool = False) -> None:
         c.run(f"{PY} -m pytest {' '.join(args)}", pty=False)
 
 
-@task(help={"rounds": "commands per measurement"})
-def bench(c: Context, rounds: int = 30) -> None:
-    """Per-command cost of fabns vs plain Fabric vs raw OpenSSH, in one run."""
+@task(
+    help={
+        "rounds": "commands per latency measurement",
+        "mib": "size of the large transfer in MiB (0: skip transfers)",
+        "small": "number of small files to transfer",
+    }
+)
+def bench(c: Context, rounds: int = 30, mib: int = 256, small: int = 1000) -> None:
+    """Per-command cost and transfer throughput: fabns vs plain Fabric vs raw OpenSSH, one run."""
     with c.cd(str(ROOT)):
-        c.run(f"{PY} bench/run.py --rounds {rounds}", pty=False)
+        c.run(f"{PY} bench/run.py --rounds {rounds} --mib {mib} --small {small}", pty=False)
 
 
 @task(name="harness-up")

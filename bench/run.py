@@ -33,10 +33,16 @@ def timed(fn: Callable[[], object], rounds: int) -> float:
     return statistics.median(samples) * 1000
 
 
-def throughput(label: str, mib: int, fn: Callable[[], object]) -> tuple[str, float]:
-    start = time.perf_counter()
-    fn()
-    return label, mib / (time.perf_counter() - start)
+def throughput(
+    label: str, amount: int, fn: Callable[[], object], repeat: int = 3
+) -> tuple[str, float]:
+    """Median rate over ``repeat`` runs (this machine's loopback is noisy)."""
+    rates = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        rates.append(amount / (time.perf_counter() - start))
+    return label, statistics.median(rates)
 
 
 def transfers(harness: Harness, mib: int, small: int) -> None:

@@ -513,9 +513,11 @@ class SftpServer(object):
         return data if len(data) == n else None
 
     def send(self, ptype, payload):
-        data = struct.pack(">IB", len(payload) + 1, ptype) + payload
-        while data:
-            data = data[os.write(self.wfd, data) :]
+        self.write_all(memoryview(struct.pack(">IB", len(payload) + 1, ptype) + payload))
+
+    def write_all(self, view):
+        while view:
+            view = view[os.write(self.wfd, view) :]
 
     @staticmethod
     def string(b):
@@ -683,7 +685,11 @@ class SftpServer(object):
         if not data and length:
             self.status(rid, self.EOF_, "end of file")
             return
-        self.send(103, struct.pack(">I", rid) + self.string(data))
+        # header and data in one writev: no copy of the data
+        header = struct.pack(">IBII", len(data) + 9, 103, rid, len(data))
+        sent = os.writev(self.wfd, [header, data])
+        if sent < len(header) + len(data):
+            self.write_all(memoryview(header + data)[sent:])
 
     def op_write(self, rid, b, pos):
         key, pos = self.take_string(b, pos)
