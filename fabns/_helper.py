@@ -58,6 +58,7 @@ CLONE = {
 ORDER = ["user", "cgroup", "ipc", "uts", "net", "pid", "time", "mnt"]
 NS_GET_OWNER_UID = 0xB704
 PR_SET_DUMPABLE = 4
+PR_SET_PDEATHSIG = 1
 EXIT_SETUP_FAILED = 125
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -103,6 +104,18 @@ def stat_fields(pid):
     with open("/proc/%d/stat" % pid) as f:
         data = f.read()
     return data[data.rindex(")") + 2 :].split()
+
+
+def die_with_parent():
+    """SIGKILL this process if the helper parent dies (e.g. killed on the host).
+
+    Set after the credential switch, which clears it, and checked against a
+    parent that died before it was set.
+    """
+    parent = os.getppid()
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(EXIT_SETUP_FAILED)
 
 
 def start_time(pid):
@@ -435,6 +448,7 @@ def do_exec(request):
                 argv[0] = fallback
             else:
                 raise Failure("exec", errno.ENOENT, argv[0])
+        die_with_parent()
         marker(nonce, "ok")
         os.execve(argv[0], argv, env)
     except Failure as f:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from support import ALL_TARGETS, METHODS, connect  # noqa: F401
+from support import ALL_TARGETS, METHODS, connect, host_processes  # noqa: F401
 
 VERMIN = str(Path(sys.executable).parent / "vermin")
 HELPER = Path(__file__).resolve().parent.parent / "fabns" / "_helper.py"
@@ -59,3 +60,24 @@ def test_helper_needs_nothing_newer_than_python_3_6():
 def test_helper_imports_nothing_from_fabns():
     imports = re.findall(r"^\s*(?:import|from)\s+(\S+)", HELPER.read_text(), re.M)
     assert imports and not [name for name in imports if name.startswith("fabns")]
+
+
+@pytest.mark.parametrize("user,key", ALL_TARGETS)
+def test_command_dies_with_a_killed_helper(connect, user, key):
+    c = connect(user, key, method="setns")
+    needle = "sleep 3417"
+    # the timeout only bounds a failure: an orphaned command would hold the channel open
+    promise = c.run(needle, asynchronous=True, warn=True, timeout=20)
+    deadline = time.monotonic() + 5
+    while promise.runner.markers.host_pid is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    while not host_processes(needle) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert host_processes(needle)
+    os.kill(promise.runner.markers.host_pid, signal.SIGKILL)
+    result = promise.join()
+    assert result.exited != 0
+    deadline = time.monotonic() + 5
+    while host_processes(needle) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert host_processes(needle) == []
