@@ -21,6 +21,12 @@ ALL_TARGETS = ROOT_TARGETS + OWNER_TARGETS
 Connect = Callable[..., NamespaceConnection]
 
 
+@pytest.fixture(params=METHODS)
+def method(request: pytest.FixtureRequest) -> str:
+    """Each way in that works for every kind of ``pid=`` target."""
+    return str(request.param)
+
+
 @pytest.fixture
 def connect(harness: Any) -> Iterator[Connect]:
     """Factory: ``connect(user, container_key, **kwargs)`` -> NamespaceConnection."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from support import METHODS, connect, hiding  # noqa: F401
+from support import METHODS, connect, hiding, method  # noqa: F401
 
 from fabns import (
     Config,
@@ -21,11 +21,6 @@ from fabns import (
     ToolMissing,
 )
 from fabns.testing import NOPASSWD_USER, SUDO_PASSWORD, SUDO_USER, TEST_USER, SSHServer
-
-
-@pytest.fixture(params=METHODS)
-def method(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 class TestArguments:

@@ -16,7 +16,7 @@ import pytest
 from fabric.runners import Result
 from invoke.exceptions import CommandTimedOut, UnexpectedExit
 from invoke.watchers import Responder
-from support import ALL_TARGETS, METHODS, OWNER_TARGETS, connect, host_processes  # noqa: F401
+from support import ALL_TARGETS, METHODS, OWNER_TARGETS, connect, host_processes, method  # noqa: F401
 
 from fabns import InvalidArgument, UnknownUser
 
@@ -34,11 +34,6 @@ HOSTILE = [
     "*",
     "",
 ]
-
-
-@pytest.fixture(params=METHODS)
-def method(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture(params=ALL_TARGETS, ids=lambda t: f"{t[0]}-{t[1]}")

@@ -10,7 +10,7 @@ import time
 
 import pytest
 from fabric.transfer import Result
-from support import ALL_TARGETS, METHODS, connect  # noqa: F401
+from support import ALL_TARGETS, METHODS, connect, method  # noqa: F401
 
 from fabns import TransferFailed, UnknownUser
 
@@ -23,11 +23,6 @@ HOSTILE_NAMES = [
     "ünïcødé ✓.txt",
     "$(touch pwned).txt",
 ]
-
-
-@pytest.fixture(params=METHODS)
-def method(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 def digest(path: os.PathLike[str] | str) -> str:
