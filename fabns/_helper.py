@@ -490,6 +490,8 @@ class SftpServer(object):
 
     OK, EOF_, NO_SUCH_FILE, PERMISSION_DENIED, FAILURE, BAD_MESSAGE = 0, 1, 2, 3, 4, 5
     OP_UNSUPPORTED = 8
+    #: commit@fabns: "leave this attribute as it is".
+    KEEP = 0xFFFFFFFF
 
     def __init__(self, rfd, wfd, temp_prefix):
         self.reader = os.fdopen(os.dup(rfd), "rb", 1 << 18)
@@ -854,42 +856,35 @@ class SftpServer(object):
         else:
             self.status(rid, self.OP_UNSUPPORTED, "unsupported extension")
 
+    def commit(self, rid, b, pos):
+        """commit@fabns: set mode/owner of a finished temporary file and rename it into place.
 
-SftpServer.KEEP = 0xFFFFFFFF
-
-
-def _commit(self, rid, b, pos):
-    """commit@fabns: set mode/owner of a finished temporary file and rename it into place.
-
-    One round trip instead of four (stat, chmod, chown, rename). A target that
-    is a directory receives the file under ``name``; mode KEEP copies the mode
-    of the file being replaced (if any); uid/gid KEEP leave ownership alone.
-    """
-    temp, pos = self.take_path(b, pos)
-    target, pos = self.take_path(b, pos)
-    name, pos = self.take_path(b, pos)
-    mode, pos = self.take_u32(b, pos)
-    uid, pos = self.take_u32(b, pos)
-    gid, pos = self.take_u32(b, pos)
-    if os.path.isdir(target):
-        target = os.path.join(target, name)
-    if mode == self.KEEP:
-        try:
-            mode = os.stat(target).st_mode & 0o7777
-        except OSError:
-            mode = self.KEEP
-    if mode != self.KEEP:
-        os.chmod(temp, mode)
-    if uid != self.KEEP or gid != self.KEEP:
-        os.chown(temp, -1 if uid == self.KEEP else uid, -1 if gid == self.KEEP else gid)
+        One round trip instead of four (stat, chmod, chown, rename). A target that
+        is a directory receives the file under ``name``; mode KEEP copies the mode
+        of the file being replaced (if any); uid/gid KEEP leave ownership alone.
+        """
+        temp, pos = self.take_path(b, pos)
+        target, pos = self.take_path(b, pos)
+        name, pos = self.take_path(b, pos)
+        mode, pos = self.take_u32(b, pos)
+        uid, pos = self.take_u32(b, pos)
+        gid, pos = self.take_u32(b, pos)
+        if os.path.isdir(target):
+            target = os.path.join(target, name)
+        if mode == self.KEEP:
+            try:
+                mode = os.stat(target).st_mode & 0o7777
+            except OSError:
+                mode = self.KEEP
         if mode != self.KEEP:
-            os.chmod(temp, mode)  # chown clears setuid/setgid bits
-    os.rename(temp, target)
-    self.temporaries.discard(os.path.abspath(temp))
-    self.send(201, struct.pack(">I", rid) + self.string(os.path.abspath(target)))
-
-
-SftpServer.commit = _commit
+            os.chmod(temp, mode)
+        if uid != self.KEEP or gid != self.KEEP:
+            os.chown(temp, -1 if uid == self.KEEP else uid, -1 if gid == self.KEEP else gid)
+            if mode != self.KEEP:
+                os.chmod(temp, mode)  # chown clears setuid/setgid bits
+        os.rename(temp, target)
+        self.temporaries.discard(os.path.abspath(temp))
+        self.send(201, struct.pack(">I", rid) + self.string(os.path.abspath(target)))
 
 
 def which(name):

@@ -96,6 +96,7 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
     _way: WayIn | None = None
     _elevation: Elevation | None = None
     _host_account: HostAccount | None = None
+    _host_uids: dict[str, int] | None = None
 
     def __init__(
         self,
@@ -183,6 +184,10 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
             self.resolve()
         assert self._elevation is not None
         return self._elevation
+
+    def forget_target(self) -> None:
+        """Drop the resolved leader and way in; the next use resolves afresh."""
+        self._set(_leader=None, _way=None, _elevation=None)
 
     def describe_target(self) -> str:
         if self._leader is not None:
@@ -333,12 +338,17 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
         return self._host_account
 
     def host_uid_of(self, user: str) -> int:
-        """The host uid of ``user`` (an ``owner=``); `UnknownUser` if there is none."""
-        result = run_on_host(self, f"id -u -- {quote(user)}")
-        text = result.stdout.strip()
-        if result.exited != 0 or not text.isdigit():
-            raise UnknownUser(f"no user {user!r} on {self.host} (owner=)")
-        return int(text)
+        """The host uid of ``user`` (an ``owner=``), asked once; `UnknownUser` if none."""
+        if self._host_uids is None:
+            self._set(_host_uids={})
+        assert self._host_uids is not None
+        if user not in self._host_uids:
+            result = run_on_host(self, f"id -u -- {quote(user)}")
+            text = result.stdout.strip()
+            if result.exited != 0 or not text.isdigit():
+                raise UnknownUser(f"no user {user!r} on {self.host} (owner=)")
+            self._host_uids[user] = int(text)
+        return self._host_uids[user]
 
     def host_tools(self, names: list[str]) -> dict[str, str | None]:
         """Where each program is on the host's PATH (None when missing)."""
@@ -412,27 +422,23 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
     def _run_inside(self, command: str, options: dict[str, Any], kwargs: dict[str, Any]) -> Any:
         if self._leader is None:
             self.resolve()
-        runner = self._remote_runner()
         if "shell" in kwargs:
             options["shell"] = kwargs["shell"]
-        runner.call_options = options
         user_watchers = list(kwargs.pop("watchers", self.config.run.watchers))
-        try:
-            return self._run(
-                runner, command, watchers=user_watchers + self.elevation.watchers(), **kwargs
-            )
-        except TargetChanged:
-            if self.container is None:
-                raise
-        # A container restarted under the same name: nothing ran (the guard
-        # refused), so find its new leader and run the command there, once.
-        self._set(_leader=None, _way=None, _elevation=None)
-        self.resolve()
-        runner = self._remote_runner()
-        runner.call_options = options
-        return self._run(
-            runner, command, watchers=user_watchers + self.elevation.watchers(), **kwargs
-        )
+        for attempt in (1, 2):
+            runner = self._remote_runner()
+            runner.call_options = options
+            watchers = user_watchers + self.elevation.watchers()
+            try:
+                return self._run(runner, command, watchers=watchers, **kwargs)
+            except TargetChanged:
+                if self.container is None or attempt == 2:
+                    raise
+            # A container restarted under the same name: nothing ran (the guard
+            # refused), so find its new leader and run the command there, once.
+            self.forget_target()
+            self.resolve()
+        raise AssertionError("unreachable")
 
     def run(self, command: str, **kwargs: Any) -> Any:
         """Run ``command`` inside the target, as `fabric.Connection.run` does on the host.
@@ -488,7 +494,7 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
         except TargetChanged:
             if self.container is None:
                 raise
-            self._set(_leader=None, _way=None, _elevation=None)  # restarted: find it again
+            self.forget_target()  # restarted: find it again
             self._set(_sftp=open_sftp(self))
         return self._sftp
 

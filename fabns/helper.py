@@ -16,9 +16,6 @@ from importlib import resources
 
 from fabns.quoting import join
 
-#: Exit status the helper uses when it fails before the command starts.
-EXIT_SETUP_FAILED = 125
-
 
 @functools.cache
 def _bootstrap() -> str:

@@ -68,15 +68,22 @@ class Elevation:
         ]
 
 
+def start_on_host(connection: Connection, command: str, elevation: Elevation) -> Any:
+    """Open a channel running ``command`` with ``elevation``; sudo's password goes first
+    on its stdin. Returns the paramiko channel."""
+    channel = connection.create_session()
+    channel.exec_command(elevation.wrap(command))
+    if elevation.mode == "sudo-password":
+        channel.sendall(f"{elevation.password}\n".encode())
+    return channel
+
+
 def run_on_host(
     connection: Connection, command: str, elevation: Elevation = Elevation()
 ) -> HostResult:
     """Run a short fabns step on the host and collect its output."""
-    channel = connection.create_session()
+    channel = start_on_host(connection, command, elevation)
     try:
-        channel.exec_command(elevation.wrap(command))
-        if elevation.mode == "sudo-password":
-            channel.sendall(f"{elevation.password}\n".encode())
         channel.shutdown_write()
         err_chunks: list[bytes] = []
 

@@ -26,8 +26,10 @@ from paramiko.sftp import CMD_EXTENDED, CMD_EXTENDED_REPLY
 
 from fabns.errors import NamespaceError, TransferFailed, UnknownUser
 from fabns.helper import helper_command
+from fabns.host import start_on_host
 from fabns.markers import MarkerFilter
 from fabns.runner import translate_entry_error
+from fabns.ways.setns import entry_request
 
 if TYPE_CHECKING:
     from fabns.connection import NamespaceConnection
@@ -40,26 +42,12 @@ Progress = Callable[[int, int], object]
 def open_sftp(connection: NamespaceConnection) -> paramiko.SFTPClient:
     """An SFTP client whose paths are the target's, as the connection's user."""
     leader = connection.target
-    creds = connection.credentials()
     request = {
-        "mode": "sftp",
-        "nonce": connection.fabns_nonce,
-        "pid": leader.pid,
-        "start_time": leader.start_time,
-        "ns": dict(leader.namespaces),
-        "uid": creds.uid,
-        "gid": creds.gid,
-        "groups": list(creds.groups) if creds.groups is not None else None,
-        "cwd": creds.home,
-        "cgroups": True,
+        **entry_request("sftp", leader, connection.fabns_nonce, connection.credentials()),
         "temp_prefix": TEMP_PREFIX,
     }
-    elevation = connection.elevation
-    command = elevation.wrap(helper_command(connection.python, request))
-    channel = connection.create_session()
-    channel.exec_command(command)
-    if elevation.mode == "sudo-password":
-        channel.sendall(f"{elevation.password}\n".encode())
+    command = helper_command(connection.python, request)
+    channel = start_on_host(connection, command, connection.elevation)
     markers = MarkerFilter(connection.fabns_nonce)
     while not markers.done:
         byte = channel.recv(1)

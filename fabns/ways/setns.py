@@ -9,8 +9,28 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from fabns.accounts import Credentials
 from fabns.helper import helper_command
+from fabns.target import Leader
 from fabns.ways import Call, WayIn
+
+
+def entry_request(
+    mode: str, leader: Leader, nonce: str, credentials: Credentials
+) -> dict[str, object]:
+    """The part of a helper request that says what to enter and as whom."""
+    return {
+        "mode": mode,
+        "nonce": nonce,
+        "pid": leader.pid,
+        "start_time": leader.start_time,
+        "ns": dict(leader.namespaces),
+        "uid": credentials.uid,
+        "gid": credentials.gid,
+        "groups": list(credentials.groups) if credentials.groups is not None else None,
+        "cwd": credentials.home,
+        "cgroups": True,
+    }
 
 
 class Setns(WayIn):
@@ -19,21 +39,11 @@ class Setns(WayIn):
     name: ClassVar[str] = "setns"
 
     def request(self, call: Call) -> dict[str, object]:
-        creds = call.credentials
         return {
-            "mode": "exec",
-            "nonce": self.nonce,
-            "pid": self.leader.pid,
-            "start_time": self.leader.start_time,
-            "ns": dict(self.leader.namespaces),
-            "uid": creds.uid,
-            "gid": creds.gid,
-            "groups": list(creds.groups) if creds.groups is not None else None,
+            **entry_request("exec", self.leader, self.nonce, call.credentials),
             "env": dict(call.environment),
-            "cwd": creds.home,
             "argv": [call.shell, "-c", call.command],
             "fallback_shell": "/bin/sh",
-            "cgroups": True,
         }
 
     def command(self, call: Call) -> str:
