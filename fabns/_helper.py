@@ -5,7 +5,7 @@ remote host; it is never written to disk there. It imports nothing from fabns
 and uses only the standard library of Python 3.6 or newer (``ctypes`` stands
 in for ``os.setns``, which Python only has from 3.12 on).
 
-It is called with one argument, a base64 JSON request, and has two modes:
+It is called with one argument, a base64 JSON request, and has three modes:
 
 ``probe``
     Report what the client needs to know about a target PID: whether it
@@ -22,10 +22,19 @@ It is called with one argument, a base64 JSON request, and has two modes:
     stdout (see ``marker``) so the client can tell "entered, your command
     runs now" from "failed at step X with errno Y".
 
-Security: the process is made non-dumpable before it opens anything of the
-target, so root inside the container cannot ptrace it while it holds host
-file descriptors; every descriptor except stdio is closed before the exec,
-and no host environment variable reaches the command.
+``sftp``
+    Enter like ``exec``, then serve SFTP on stdin/stdout (``SftpServer``).
+
+Threat model: the helper runs as host root (or as the unprivileged owner of
+the container) and the container's root is hostile. It controls every file
+in the container, can race and ptrace inside its namespaces. So: the process
+is non-dumpable (re-asserted after every credential change) while it holds
+host file descriptors; every descriptor except stdio is closed before
+anything of the container runs or is read; files the container controls are
+read with size caps, without following a final symlink, never from a FIFO or
+device, under a deadline, and only ever passed on as data; nothing read after
+the chroot decides anything; no host environment variable reaches the
+command.
 """
 
 import base64
@@ -36,9 +45,12 @@ import fcntl
 import json
 import os
 import pwd
+import select
 import signal
+import stat
 import struct
 import sys
+import time
 
 # After chroot() the host's standard library is out of reach, and Debian's
 # python3 imports some modules lazily (os.execvpe -> warnings). Load them now.
@@ -56,10 +68,24 @@ CLONE = {
 }
 # user first (it is entered on its own pass), mnt last: after it, paths are the target's.
 ORDER = ["user", "cgroup", "ipc", "uts", "net", "pid", "time", "mnt"]
+NS_GET_PARENT = 0xB702
 NS_GET_OWNER_UID = 0xB704
 PR_SET_DUMPABLE = 4
 PR_SET_PDEATHSIG = 1
 EXIT_SETUP_FAILED = 125
+
+#: Most we read of one file the container controls (and of an environ).
+MAX_FILE_BYTES = 1 << 20
+#: What the probe child may put in its report, all files together (JSON-escaped
+#: binary grows up to 6x, so this is counted after escaping).
+REPORT_BUDGET = 6 << 20
+#: Most the probe parent reads from the child's pipe.
+MAX_REPORT_BYTES = 8 << 20
+#: Deadline for the probe child that reads inside the container.
+PROBE_SECONDS = 10
+#: How a file the container controls is opened: no final symlink, no waiting
+#: on a FIFO's writer, no controlling terminal.
+SAFE_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -74,12 +100,34 @@ class Failure(Exception):
         self.detail = str(detail)
 
 
+class TooLarge(Exception):
+    """A file was longer than the cap we read it with."""
+
+
 def marker(nonce, kind, *fields):
     """Write one marker line on fd 1, unbuffered."""
     text = "\x1ffabns:%s:%s" % (kind, nonce)
     for field in fields:
-        text += ":" + str(field).replace("\n", " ").replace("\r", " ")
+        text += ":" + str(field).replace("\n", " ").replace("\r", " ").replace("\x1f", " ")
     os.write(1, (text + "\n").encode("utf-8", "replace"))
+
+
+def exact(value):
+    """The bytes of a request string: lone surrogates (``\\udcXX``) are the original bytes.
+
+    Passing bytes to the os functions keeps a host Python 3.6 under a C locale
+    (ASCII filesystem encoding) from refusing or mangling non-ASCII.
+    """
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode("utf-8", "surrogateescape")
+
+
+def shown(value):
+    """Printable form of bytes for an error detail."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
 
 
 def setns(fd, nstype):
@@ -95,15 +143,113 @@ def setns(fd, nstype):
 
 
 def set_non_dumpable():
+    """No ptrace, no /proc/PID/fd for anyone but host root.
+
+    The kernel resets this on every credential change (to fs.suid_dumpable,
+    which may be 1), so it is re-asserted after each one, until execve.
+    """
     if _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
         raise Failure("prctl", ctypes.get_errno(), "PR_SET_DUMPABLE")
 
 
-def stat_fields(pid):
-    """Fields 3.. of /proc/PID/stat (after the parenthesised comm, which may hold spaces)."""
-    with open("/proc/%d/stat" % pid) as f:
-        data = f.read()
+# -- reading files ------------------------------------------------------------
+
+
+def read_fd(fd, cap):
+    """At most ``cap`` bytes from ``fd``; TooLarge if there are more (reads cap+1 to tell)."""
+    chunks = []
+    total = 0
+    while total <= cap:
+        chunk = os.read(fd, min(65536, cap + 1 - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    if total > cap:
+        raise TooLarge()
+    return b"".join(chunks)
+
+
+def read_host(path, dir_fd=None, cap=MAX_FILE_BYTES):
+    """A file of the host kernel (procfs, cgroupfs) as text: (text, None) or (None, errno)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as e:
+        return None, e.errno
+    try:
+        return read_fd(fd, cap).decode("utf-8", "surrogateescape"), None
+    except TooLarge:
+        return None, errno.EFBIG
+    except OSError as e:
+        return None, e.errno
+    finally:
+        os.close(fd)
+
+
+def read_text(path, dir_fd=None):
+    return read_host(path, dir_fd)[0]
+
+
+def read_inside(path, cap=MAX_FILE_BYTES):
+    """A file the container controls: (text, None) or (None, short reason).
+
+    Only a regular file is read, never through a final symlink, and never
+    more than ``cap`` bytes. lstat first so that a FIFO or device node is
+    not even opened (opening a device can have effects); the fstat after
+    opening makes sure it is still that same regular file.
+    """
+    raw = exact(path)
+    try:
+        before = os.lstat(raw)
+    except OSError as e:
+        return None, os.strerror(e.errno)
+    if stat.S_ISLNK(before.st_mode):
+        return None, "symbolic link"
+    if not stat.S_ISREG(before.st_mode):
+        return None, "not a regular file"
+    try:
+        fd = os.open(raw, SAFE_OPEN)
+    except OSError as e:
+        return None, "symbolic link" if e.errno == errno.ELOOP else os.strerror(e.errno)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None, "not a regular file"
+        if (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
+            return None, "replaced while being opened"
+        try:
+            data = read_fd(fd, cap)
+        except TooLarge:
+            return None, "too large (over %d bytes)" % cap
+        return data.decode("utf-8", "surrogateescape"), None
+    except OSError as e:
+        return None, os.strerror(e.errno)
+    finally:
+        os.close(fd)
+
+
+# -- processes and namespaces -------------------------------------------------
+
+
+def stat_fields(path, dir_fd=None):
+    """Fields 3.. of a /proc/PID/stat (after the parenthesised comm, which may hold spaces)."""
+    data, err = read_host(path, dir_fd)
+    if data is None:
+        raise OSError(err, os.strerror(err), path)
     return data[data.rindex(")") + 2 :].split()
+
+
+def start_time(pid):
+    """Field 22 of /proc/PID/stat; a zombie counts as gone (ValueError)."""
+    fields = stat_fields("/proc/%d/stat" % pid)
+    if fields[0] in ("Z", "X"):
+        raise ValueError("process %d has exited" % pid)
+    return fields[19]
+
+
+def own_start_time():
+    """Field 22 of /proc/self/stat: with our PID, what the client checks before signalling."""
+    return stat_fields("/proc/self/stat")[19]
 
 
 def die_with_parent():
@@ -118,14 +264,6 @@ def die_with_parent():
         os._exit(EXIT_SETUP_FAILED)
 
 
-def start_time(pid):
-    """Field 22 of /proc/PID/stat; a zombie counts as gone (ValueError)."""
-    fields = stat_fields(pid)
-    if fields[0] in ("Z", "X"):
-        raise ValueError("process %d has exited" % pid)
-    return fields[19]
-
-
 def own_ns():
     result = {}
     for name in ORDER:
@@ -136,59 +274,110 @@ def own_ns():
     return result
 
 
-def read_text(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode("utf-8", "surrogateescape")
-    except OSError:
-        return None
-
-
 def owner_uid(fd):
     buf = fcntl.ioctl(fd, NS_GET_OWNER_UID, b"\0" * 4)
     return struct.unpack("I", buf)[0]
 
 
-def setgroups_allowed(path):
-    text = read_text(path)
+def userns_facts(fd, own_ino):
+    """Who owns the user namespace ``fd``, and whether it descends from ours.
+
+    ``owners``: the owner uid of the namespace, then of its parent, and so
+    on up to (not including) our own user namespace, or as far as the kernel
+    lets us walk (EPERM above our own, ENOTTY on old kernels). The client
+    checks an ``owner=`` lookup against this.
+    """
+    own = own_ino is not None and os.fstat(fd).st_ino == own_ino
+    owners = []
+    reaches_own = False
+    opened = []
+    current = fd
+    try:
+        for _ in range(64):  # user namespaces nest at most 32 deep
+            if own_ino is not None and os.fstat(current).st_ino == own_ino:
+                reaches_own = True
+                break
+            try:
+                owners.append(owner_uid(current))
+                current = fcntl.ioctl(current, NS_GET_PARENT)
+            except (OSError, IOError) as e:
+                if e.errno in (errno.EPERM, errno.ENOTTY):
+                    break
+                raise
+            opened.append(current)
+    finally:
+        close_fds(opened)
+    return {"own": own, "owners": owners, "reaches_own": reaches_own}
+
+
+def setgroups_allowed(text):
+    """Contents of a setgroups file; a kernel without one allows setgroups."""
     return text is None or text.strip() == "allow"
 
 
 class Target(object):
-    """File descriptors of a target's namespaces and root, opened while the host is visible."""
+    """File descriptors of a target's namespaces and root, opened while the host is visible.
+
+    Everything is opened through one descriptor of the target's /proc/PID
+    directory: if the process dies, that descriptor stops working rather
+    than pointing at a process that reuses the PID.
+    """
 
     def __init__(self, pid):
         self.pid = pid
         self.base = "/proc/%d" % pid
+        self.dir = None
         self.ns = {}
         self.root = None
+        # setgroups of the target's user namespace and of ours, read on the
+        # host before entering: after the chroot, /proc is the container's.
+        self.setgroups = None
+        self.own_setgroups = None
 
     def gone(self):
         try:
-            start_time(self.pid)
+            if self.dir is None:
+                start_time(self.pid)
+            else:
+                fields = stat_fields("stat", self.dir)
+                if fields[0] in ("Z", "X"):
+                    return True
         except (OSError, ValueError, IndexError):
             return True
         return False
 
-    def open(self):
+    def _gone_or(self, e, path):
+        if e.errno in (errno.ENOENT, errno.ESRCH) or self.gone():
+            return Failure("gone", e.errno, "process %d has exited" % self.pid)
+        return Failure("open", e.errno, path)
+
+    def open_dir(self):
+        """The /proc/PID descriptor alone: enough to read the target's procfs files."""
+        if self.dir is None:
+            try:
+                self.dir = os.open(self.base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError as e:
+                raise self._gone_or(e, self.base)
         if self.gone():
             raise Failure("gone", errno.ESRCH, "process %d has exited" % self.pid)
+
+    def open(self):
+        self.open_dir()
         for name in ORDER:
-            path = "%s/ns/%s" % (self.base, name)
             try:
-                self.ns[name] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                self.ns[name] = os.open("ns/" + name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.dir)
             except OSError as e:
-                if e.errno == errno.ENOENT and os.path.isdir(self.base):
+                if e.errno == errno.ENOENT and not self.gone():
                     continue  # this kernel has no such namespace type
-                if e.errno in (errno.ENOENT, errno.ESRCH) or self.gone():
-                    raise Failure("gone", e.errno, "process %d has exited" % self.pid)
-                raise Failure("open", e.errno, path)
+                raise self._gone_or(e, "%s/ns/%s" % (self.base, name))
         try:
-            self.root = os.open(self.base + "/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self.root = os.open(
+                "root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self.dir
+            )
         except OSError as e:
-            if e.errno in (errno.ENOENT, errno.ESRCH) or self.gone():
-                raise Failure("gone", e.errno, "process %d has exited" % self.pid)
-            raise Failure("open", e.errno, self.base + "/root")
+            raise self._gone_or(e, self.base + "/root")
+        self.setgroups = read_text("setgroups", self.dir)
+        self.own_setgroups = read_text("/proc/self/setgroups")
 
     def inodes(self):
         return dict((name, os.fstat(fd).st_ino) for name, fd in self.ns.items())
@@ -200,7 +389,10 @@ class Target(object):
         process that took over the PID in between.
         """
         try:
-            started = start_time(self.pid)
+            fields = stat_fields("stat", self.dir)
+            if fields[0] in ("Z", "X"):
+                raise ValueError("exited")
+            started = fields[19]
         except (OSError, ValueError, IndexError):
             raise Failure("gone", errno.ESRCH, "process %d has exited" % self.pid)
         if expected_start is not None and started != str(expected_start):
@@ -214,29 +406,36 @@ class Target(object):
                     )
 
     def close(self):
-        for fd in list(self.ns.values()) + [self.root]:
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        close_fds([fd for fd in list(self.ns.values()) + [self.root, self.dir] if fd is not None])
         self.ns = {}
         self.root = None
+        self.dir = None
 
 
 def join_cgroups(pid):
-    """Move ourselves into the target's cgroups where the host lets us; best effort."""
+    """Move ourselves into the target's cgroups where the host lets us; best effort.
+
+    /proc/PID/cgroup is the host kernel's, but the container names the
+    cgroups below its own, and a name may hold a newline: every line must
+    be ``ID:CONTROLLERS:/PATH`` or we join nothing.
+    """
     mounts = []
-    for line in (read_text("/proc/self/mounts") or "").splitlines():
+    # the host's own mount table (ours, not the container's); it can be long
+    for line in (read_host("/proc/self/mounts", cap=16 << 20)[0] or "").splitlines():
         parts = line.split()
         if len(parts) >= 4 and parts[2] in ("cgroup", "cgroup2"):
             mounts.append((parts[2], parts[1], set(parts[3].split(","))))
-    joined = []
+    wanted = []
     for line in (read_text("/proc/%d/cgroup" % pid) or "").splitlines():
         try:
-            _, controllers, path = line.split(":", 2)
+            hierarchy, controllers, path = line.split(":", 2)
         except ValueError:
-            continue
+            return []
+        if not hierarchy.isdigit() or not path.startswith("/"):
+            return []
+        wanted.append((controllers, path))
+    joined = []
+    for controllers, path in wanted:
         for fstype, mountpoint, options in mounts:
             if controllers == "" and fstype == "cgroup2":
                 pass
@@ -245,16 +444,22 @@ def join_cgroups(pid):
             else:
                 continue
             try:
-                with open(mountpoint + path + "/cgroup.procs", "w") as f:
-                    f.write(str(os.getpid()))
+                fd = os.open(
+                    exact(mountpoint + path + "/cgroup.procs"),
+                    os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                )
+                try:
+                    os.write(fd, str(os.getpid()).encode())
+                finally:
+                    os.close(fd)
                 joined.append(mountpoint + path)
-            except (OSError, IOError):
+            except OSError:
                 pass
             break
     return joined
 
 
-def enter(target, request):
+def enter(target):
     """Enter every namespace of the target that differs from ours (two passes, like nsenter).
 
     Returns True when a different user namespace was entered.
@@ -265,7 +470,7 @@ def enter(target, request):
         if os.fstat(fds[name]).st_ino == mine.get(name):
             del fds[name]  # ours already; setns into our own userns is EINVAL
     new_userns = "user" in fds
-    if new_userns and os.geteuid() == 0 and setgroups_allowed("/proc/self/setgroups"):
+    if new_userns and os.geteuid() == 0 and setgroups_allowed(target.own_setgroups):
         # Supplementary groups that would otherwise leak in from the host:
         # none if root owns the target userns, else the owner's own groups.
         owner = owner_uid(fds["user"])
@@ -277,6 +482,7 @@ def enter(target, request):
                 os.initgroups(entry.pw_name, entry.pw_gid)
         except (OSError, KeyError):
             pass
+        set_non_dumpable()
     failed = []
     # Pass 1: everything but the user namespace, while we still hold our own
     # capabilities (root entering a userns container). EPERM is expected when
@@ -293,6 +499,9 @@ def enter(target, request):
         err = setns(fds["user"], CLONE["user"])
         if err:
             raise Failure("setns", err, "user")
+        # New credentials: the kernel may have made us dumpable again, and
+        # the container's root now has CAP_SYS_PTRACE over them.
+        set_non_dumpable()
         # Pass 2: what needed the target's capabilities. EPERM here means the
         # namespace belongs to an ancestor userns (e.g. the host time namespace
         # that LXC shares): we could only have joined it in pass 1.
@@ -303,35 +512,42 @@ def enter(target, request):
     return new_userns
 
 
-def switch_credentials(uid, gid, groups):
+def switch_credentials(uid, gid, groups, may_setgroups):
     """setgroups, then setgid, then setuid; groups=None keeps what we have.
 
-    Where the user namespace has setgroups=deny (an unprivileged
-    --map-root-user namespace) the kernel forbids setgroups; that is not an
-    error, the set stays what the namespace owner had.
+    ``may_setgroups`` was decided on the host before entering (the target's
+    /proc/PID/setgroups): where the user namespace has setgroups=deny (an
+    unprivileged --map-root-user namespace) the kernel forbids setgroups;
+    that is not an error, the set stays what the namespace owner had.
     """
-    if groups is not None and setgroups_allowed("/proc/self/setgroups"):
+    if groups is not None and may_setgroups:
         try:
             os.setgroups(groups)
         except OSError as e:
             raise Failure("setgroups", e.errno, ",".join(map(str, groups)))
+        set_non_dumpable()
     if gid is not None:
         try:
             os.setresgid(gid, gid, gid)
         except OSError as e:
             raise Failure("setgid", e.errno, gid)
+        set_non_dumpable()
     if uid is not None:
         try:
             os.setresuid(uid, uid, uid)
         except OSError as e:
             raise Failure("setuid", e.errno, uid)
+        set_non_dumpable()
 
 
 def inherited_fds():
-    """Descriptors above stdio that we were started with (the listing's own is gone by now)."""
+    """Descriptors above stdio that we hold now (the listing's own is gone by now).
+
+    Read from the host's /proc: call it before entering the mount namespace.
+    """
     try:
         listed = [int(n) for n in os.listdir("/proc/self/fd") if int(n) > 2]
-    except OSError:
+    except (OSError, ValueError):
         return []
     alive = []
     for fd in listed:
@@ -371,15 +587,15 @@ def wait_and_relay(child, nonce):
         signal.SIGWINCH,
     ):
         signal.signal(sig, relay)
-    while True:
-        try:
-            _, status = os.waitpid(child, 0)
-            break
-        except OSError as e:
-            if e.errno != errno.EINTR:
-                raise
-        except InterruptedError:
-            continue
+    try:
+        while True:
+            try:
+                _, status = os.waitpid(child, 0)
+                break
+            except InterruptedError:
+                continue
+    except Exception:
+        os._exit(EXIT_SETUP_FAILED)
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         signal.signal(sig, signal.SIG_DFL)
@@ -389,23 +605,29 @@ def wait_and_relay(child, nonce):
 
 
 def enter_and_fork(request):
-    """Verify, enter, fork, set up the child; the parent never returns from here."""
+    """Verify, enter, fork, set up the child; the parent never returns from here.
+
+    All markers are written here or by the caller before anything of the
+    container runs: ``pid`` (ours, with our start time) once the target is
+    verified, then ``ok`` right before execve or ``err``.
+    """
     nonce = request["nonce"]
     pid = int(request["pid"])
     inherited = inherited_fds()
     target = Target(pid)
     try:
         set_non_dumpable()
+        me = own_start_time()
         target.open()
         target.verify(request.get("start_time"), request.get("ns"))
-        marker(nonce, "pid", os.getpid())
+        marker(nonce, "pid", os.getpid(), me)
         if request.get("cgroups", True):
             join_cgroups(pid)
-        new_userns = enter(target, request)
+        new_userns = enter(target)
     except Failure as f:
         target.close()
         marker(nonce, "err", f.step, f.err, f.detail)
-        sys.exit(EXIT_SETUP_FAILED)
+        os._exit(EXIT_SETUP_FAILED)
     sys.stdout.flush()
     sys.stderr.flush()
     child = os.fork()
@@ -413,6 +635,8 @@ def enter_and_fork(request):
         target.close()
         close_fds(inherited)
         wait_and_relay(child, nonce)
+    # The setgroups rule of the namespace we are now in, as read on the host.
+    may_setgroups = setgroups_allowed(target.setgroups if new_userns else target.own_setgroups)
     uid = request.get("uid")
     gid = request.get("gid")
     if new_userns:
@@ -428,33 +652,48 @@ def enter_and_fork(request):
         raise Failure("chroot", e.errno, "/proc/%d/root" % pid)
     finally:
         target.close()
-    switch_credentials(uid, gid, groups)
+    switch_credentials(uid, gid, groups, may_setgroups)
     try:
-        os.chdir(request.get("cwd") or "/")
+        os.chdir(exact(request.get("cwd") or "/"))
     except OSError:
-        os.chdir("/")
+        os.chdir(b"/")
     close_fds(inherited)
 
 
 def do_exec(request):
-    nonce = request["nonce"]
+    nonce = request.get("nonce", "")
     try:
         enter_and_fork(request)
-        env = dict((str(k), str(v)) for k, v in request.get("env", {}).items())
-        argv = [str(a) for a in request["argv"]]
+        # Exact bytes: what the client sent, whatever the host's locale.
+        if not isinstance(request.get("argv"), list) or not request["argv"]:
+            raise Failure("exec", errno.EINVAL, "argv must be a non-empty list")
+        if not isinstance(request.get("env") or {}, dict):
+            raise Failure("exec", errno.EINVAL, "env must be an object")
+        env = dict((exact(k), exact(v)) for k, v in (request.get("env") or {}).items())
+        argv = [exact(a) for a in request["argv"]]
+        # What execve would refuse, refused now: after the ok marker it is too late.
+        for key, value in env.items():
+            if not key or b"=" in key or b"\0" in key or b"\0" in value:
+                raise Failure("exec", errno.EINVAL, "bad environment variable %r" % shown(key))
+        if any(b"\0" in arg for arg in argv):
+            raise Failure("exec", errno.EINVAL, "NUL byte in argv")
         if not os.access(argv[0], os.X_OK):
             fallback = request.get("fallback_shell")
+            fallback = exact(fallback) if fallback else None
             if fallback and argv[0] != fallback and os.access(fallback, os.X_OK):
                 argv[0] = fallback
             else:
-                raise Failure("exec", errno.ENOENT, argv[0])
+                raise Failure("exec", errno.ENOENT, shown(argv[0]))
         die_with_parent()
+        # Python ignores these; an ignored signal would survive execve.
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)
         marker(nonce, "ok")
         os.execve(argv[0], argv, env)
     except Failure as f:
         marker(nonce, "err", f.step, f.err, f.detail)
     except OSError as e:
-        marker(nonce, "err", "exec", e.errno, e.filename or "")
+        marker(nonce, "err", "exec", e.errno, shown(e.filename or ""))
     except Exception as e:  # a bad request: still a structured error, never a traceback
         marker(nonce, "err", "exec", errno.EINVAL, "%s: %s" % (type(e).__name__, e))
     os._exit(EXIT_SETUP_FAILED)
@@ -462,19 +701,53 @@ def do_exec(request):
 
 def do_sftp(request):
     """Enter like exec, then serve SFTP on stdin/stdout from inside the target."""
-    nonce = request["nonce"]
+    nonce = request.get("nonce", "")
     try:
         enter_and_fork(request)
+        server = SftpServer(0, 1, exact(request.get("temp_prefix", ".fabns-")))
     except Failure as f:
         marker(nonce, "err", f.step, f.err, f.detail)
         os._exit(EXIT_SETUP_FAILED)
+    except OSError as e:
+        marker(nonce, "err", "sftp", e.errno, shown(e.filename or ""))
+        os._exit(EXIT_SETUP_FAILED)
+    except Exception as e:
+        marker(nonce, "err", "sftp", errno.EINVAL, "%s: %s" % (type(e).__name__, e))
+        os._exit(EXIT_SETUP_FAILED)
     marker(nonce, "ok")
-    server = SftpServer(0, 1, request.get("temp_prefix", ".fabns-"))
     try:
         server.serve()
+    except Exception:
+        pass  # the channel broke: nobody left to tell
     finally:
         server.cleanup()
     os._exit(0)
+
+
+class OpenFile(object):
+    """An SFTP file handle: the descriptor and the path it was opened as."""
+
+    __slots__ = ("fd", "path")
+
+    def __init__(self, fd, path):
+        self.fd = fd
+        self.path = path
+
+
+class OpenDir(object):
+    """An SFTP directory handle: names still to send, then a scandir iterator."""
+
+    __slots__ = ("path", "pending", "entries")
+
+    def __init__(self, path):
+        self.path = path
+        self.pending = [b".", b".."]
+        self.entries = os.scandir(path)
+
+    def close(self):
+        close = getattr(self.entries, "close", None)
+        if close is not None:
+            close()
 
 
 class SftpServer(object):
@@ -483,8 +756,9 @@ class SftpServer(object):
     It speaks to the client over two descriptors (stdin/stdout of the SSH
     channel), so paramiko's SFTPClient -- and through it Fabric's put/get --
     sees the container's filesystem with the container user's rights, with
-    nothing installed in the container. Files opened for writing whose name
-    starts with the temporary prefix are removed if the session ends before
+    nothing installed in the container. Paths are bytes throughout, exactly
+    as sent. Files created under the temporary prefix are always new files
+    (O_EXCL, no symlink followed) and are removed if the session ends before
     they were renamed into place.
     """
 
@@ -492,6 +766,8 @@ class SftpServer(object):
     OP_UNSUPPORTED = 8
     #: commit@fabns: "leave this attribute as it is".
     KEEP = 0xFFFFFFFF
+    #: Longest packet we accept (paramiko sends 32 KiB writes).
+    MAX_PACKET = 4 << 20
 
     def __init__(self, rfd, wfd, temp_prefix):
         self.reader = os.fdopen(os.dup(rfd), "rb", 1 << 18)
@@ -499,7 +775,8 @@ class SftpServer(object):
         self.temp_prefix = temp_prefix
         self.handles = {}
         self.next_handle = 0
-        self.temporaries = set()
+        # absolute path -> (st_dev, st_ino) of temporaries we created
+        self.temporaries = {}
         self.write_errors = {}
         self.handlers = {
             3: self.op_open,
@@ -536,10 +813,9 @@ class SftpServer(object):
             view = view[os.write(self.wfd, view) :]
 
     @staticmethod
-    def string(b):
-        if not isinstance(b, bytes):
-            b = b.encode("utf-8", "surrogateescape")
-        return struct.pack(">I", len(b)) + b
+    def string(value):
+        raw = exact(value)
+        return struct.pack(">I", len(raw)) + raw
 
     @staticmethod
     def take_u32(buf, pos):
@@ -551,11 +827,13 @@ class SftpServer(object):
 
     def take_string(self, buf, pos):
         n, pos = self.take_u32(buf, pos)
-        return buf[pos : pos + n], pos + n
+        if pos + n > len(buf):
+            raise ValueError("truncated string")
+        return bytes(buf[pos : pos + n]), pos + n
 
     def take_path(self, buf, pos):
-        raw, pos = self.take_string(buf, pos)
-        return raw.decode("utf-8", "surrogateescape"), pos
+        """A path: bytes, exactly as sent (no decoding, whatever the locale)."""
+        return self.take_string(buf, pos)
 
     def take_attrs(self, buf, pos):
         flags, pos = self.take_u32(buf, pos)
@@ -607,6 +885,12 @@ class SftpServer(object):
         self.handles[key] = obj
         self.send(102, struct.pack(">I", rid) + self.string(key))
 
+    def file_of(self, key):
+        obj = self.handles.get(key)
+        if not isinstance(obj, OpenFile):
+            raise OSError(errno.EBADF, "invalid file handle")
+        return obj
+
     # -- main loop ------------------------------------------------------------
     def serve(self):
         while True:
@@ -614,6 +898,8 @@ class SftpServer(object):
             if head is None:
                 return
             length, ptype = struct.unpack(">IB", head)
+            if length < 5 or length > self.MAX_PACKET:
+                return  # not SFTP (every request has at least a u32): end the session
             body = self.read_exact(length - 1)
             if body is None:
                 return
@@ -621,10 +907,10 @@ class SftpServer(object):
                 self.send(
                     2,
                     struct.pack(">I", 3)
-                    + self.string("posix-rename@openssh.com")
-                    + self.string("1")
-                    + self.string("fsync@openssh.com")
-                    + self.string("1"),
+                    + self.string(b"posix-rename@openssh.com")
+                    + self.string(b"1")
+                    + self.string(b"fsync@openssh.com")
+                    + self.string(b"1"),
                 )
                 continue
             rid = struct.unpack(">I", body[:4])[0]
@@ -636,25 +922,29 @@ class SftpServer(object):
                 handler(rid, body, 4)
             except (OSError, IOError) as e:
                 self.error(rid, e)
-            except (struct.error, KeyError, ValueError, IndexError) as e:
-                self.status(
-                    rid,
-                    self.BAD_MESSAGE if not isinstance(e, KeyError) else self.FAILURE,
-                    "bad request: %s" % e,
-                )
+            except (struct.error, ValueError, IndexError, KeyError) as e:
+                self.status(rid, self.BAD_MESSAGE, "bad request: %s" % e)
+            except Exception as e:
+                self.status(rid, self.FAILURE, "%s: %s" % (type(e).__name__, e))
 
     def cleanup(self):
         for obj in list(self.handles.values()):
-            if isinstance(obj, tuple):
-                try:
-                    os.close(obj[0])
-                except OSError:
-                    pass
-        for path in self.temporaries:
             try:
-                os.unlink(path)
+                if isinstance(obj, OpenFile):
+                    os.close(obj.fd)
+                elif isinstance(obj, OpenDir):
+                    obj.close()
             except OSError:
                 pass
+        self.handles = {}
+        for path, ident in self.temporaries.items():
+            try:
+                st = os.lstat(path)
+                if (st.st_dev, st.st_ino) == ident:  # still ours, not a file put there since
+                    os.unlink(path)
+            except OSError:
+                pass
+        self.temporaries = {}
 
     # -- operations -----------------------------------------------------------
     def op_open(self, rid, b, pos):
@@ -676,16 +966,40 @@ class SftpServer(object):
             flags |= os.O_TRUNC
         if pflags & 0x20:
             flags |= os.O_EXCL
-        fd = os.open(path, flags | os.O_CLOEXEC, attrs.get("mode", 0o666) & 0o7777)
-        if pflags & 8 and os.path.basename(path).startswith(self.temp_prefix):
-            self.temporaries.add(os.path.abspath(path))
-        self.handle_reply(rid, (fd, path))
+        temporary = bool(pflags & 8) and os.path.basename(path).startswith(self.temp_prefix)
+        if temporary:
+            # A temporary is always a new file of ours: never write through a
+            # symlink, never into a file someone put there.
+            flags |= os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        # O_NONBLOCK: a FIFO must not stall the session; only regular files are served.
+        fd = os.open(
+            path,
+            flags | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY,
+            attrs.get("mode", 0o666) & 0o7777,
+        )
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise OSError(errno.EISDIR, "is a directory")
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(errno.EINVAL, "not a regular file")
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        except Exception:
+            os.close(fd)
+            raise
+        if temporary:
+            self.temporaries[os.path.abspath(path)] = (st.st_dev, st.st_ino)
+        self.handle_reply(rid, OpenFile(fd, path))
 
     def op_close(self, rid, b, pos):
         key, pos = self.take_string(b, pos)
-        obj = self.handles.pop(key)
-        if isinstance(obj, tuple):
-            os.close(obj[0])
+        obj = self.handles.pop(key, None)
+        if obj is None:
+            raise OSError(errno.EBADF, "invalid handle")
+        if isinstance(obj, OpenFile):
+            os.close(obj.fd)
+        else:
+            obj.close()
         failed = self.write_errors.pop(key, None)
         if failed is not None:
             # Pipelining clients may never read a failed WRITE's status:
@@ -697,7 +1011,7 @@ class SftpServer(object):
         key, pos = self.take_string(b, pos)
         offset, pos = self.take_u64(b, pos)
         length, pos = self.take_u32(b, pos)
-        data = os.pread(self.handles[key][0], min(length, 1 << 20), offset)
+        data = os.pread(self.file_of(key).fd, min(length, 1 << 20), offset)
         if not data and length:
             self.status(rid, self.EOF_, "end of file")
             return
@@ -711,7 +1025,7 @@ class SftpServer(object):
         key, pos = self.take_string(b, pos)
         offset, pos = self.take_u64(b, pos)
         data, pos = self.take_string(b, pos)
-        fd = self.handles[key][0]
+        fd = self.file_of(key).fd
         view = memoryview(data)
         try:
             while view:
@@ -738,52 +1052,65 @@ class SftpServer(object):
         key, pos = self.take_string(b, pos)
         if key in self.write_errors:
             raise self.write_errors[key]
-        self.reply_attrs(rid, os.fstat(self.handles[key][0]))
-
-    def apply_attrs(self, target, attrs):
-        if "size" in attrs:
-            os.truncate(target, attrs["size"])
-        if "uid" in attrs:
-            os.chown(target, attrs["uid"], attrs["gid"])
-        if "mode" in attrs:
-            os.chmod(target, attrs["mode"] & 0o7777)
-        if "atime" in attrs:
-            os.utime(target, (attrs["atime"], attrs["mtime"]))
+        self.reply_attrs(rid, os.fstat(self.file_of(key).fd))
 
     def op_setstat(self, rid, b, pos):
         path, pos = self.take_path(b, pos)
         attrs, pos = self.take_attrs(b, pos)
-        self.apply_attrs(path, attrs)
+        if "size" in attrs:
+            os.truncate(path, attrs["size"])
+        if "uid" in attrs:
+            os.chown(path, attrs["uid"], attrs["gid"])
+        if "mode" in attrs:
+            os.chmod(path, attrs["mode"] & 0o7777)
+        if "atime" in attrs:
+            os.utime(path, (attrs["atime"], attrs["mtime"]))
         self.status(rid, self.OK)
 
     def op_fsetstat(self, rid, b, pos):
+        """Attributes through the open descriptor: whatever the path now names."""
         key, pos = self.take_string(b, pos)
         attrs, pos = self.take_attrs(b, pos)
-        self.apply_attrs(self.handles[key][0], attrs)
+        fd = self.file_of(key).fd
+        if "size" in attrs:
+            os.ftruncate(fd, attrs["size"])
+        if "uid" in attrs:
+            os.fchown(fd, attrs["uid"], attrs["gid"])
+        if "mode" in attrs:
+            os.fchmod(fd, attrs["mode"] & 0o7777)  # after fchown, which clears setuid/setgid
+        if "atime" in attrs:
+            os.utime(fd, (attrs["atime"], attrs["mtime"]))
         self.status(rid, self.OK)
 
     def op_opendir(self, rid, b, pos):
         path, pos = self.take_path(b, pos)
-        names = os.listdir(path)
-        self.handle_reply(rid, [path, [".", ".."] + names])
+        self.handle_reply(rid, OpenDir(path))
 
     def op_readdir(self, rid, b, pos):
         key, pos = self.take_string(b, pos)
-        path, names = self.handles[key]
-        if not names:
+        handle = self.handles.get(key)
+        if not isinstance(handle, OpenDir):
+            raise OSError(errno.EBADF, "invalid directory handle")
+        out = []
+        while len(out) < 100 and handle.pending:
+            name = handle.pending.pop(0)
+            try:
+                out.append((name, os.lstat(os.path.join(handle.path, name))))
+            except OSError:
+                pass
+        while len(out) < 100:
+            entry = next(handle.entries, None)
+            if entry is None:
+                break
+            try:
+                out.append((entry.name, entry.stat(follow_symlinks=False)))
+            except OSError:
+                pass
+        if not out:
             self.status(rid, self.EOF_, "end of directory")
             return
-        batch, self.handles[key][1] = names[:100], names[100:]
-        out = b""
-        count = 0
-        for name in batch:
-            try:
-                st = os.lstat(os.path.join(path, name))
-            except OSError:
-                continue
-            out += self.string(name) + self.string(name) + self.pack_attrs(st)
-            count += 1
-        self.send(104, struct.pack(">II", rid, count) + out)
+        body = b"".join(self.string(n) + self.string(n) + self.pack_attrs(st) for n, st in out)
+        self.send(104, struct.pack(">II", rid, len(out)) + body)
 
     def op_remove(self, rid, b, pos):
         path, pos = self.take_path(b, pos)
@@ -803,7 +1130,7 @@ class SftpServer(object):
 
     def op_realpath(self, rid, b, pos):
         path, pos = self.take_path(b, pos)
-        real = os.path.realpath(path or ".")
+        real = os.path.realpath(path or b".")
         self.send(
             104,
             struct.pack(">II", rid, 1)
@@ -845,46 +1172,67 @@ class SftpServer(object):
             old, pos = self.take_path(b, pos)
             new, pos = self.take_path(b, pos)
             os.rename(old, new)
-            self.temporaries.discard(os.path.abspath(old))
+            self.temporaries.pop(os.path.abspath(old), None)
             self.status(rid, self.OK)
         elif name == b"commit@fabns":
             self.commit(rid, b, pos)
         elif name == b"fsync@openssh.com":
             key, pos = self.take_string(b, pos)
-            os.fsync(self.handles[key][0])
+            os.fsync(self.file_of(key).fd)
             self.status(rid, self.OK)
         else:
             self.status(rid, self.OP_UNSUPPORTED, "unsupported extension")
 
     def commit(self, rid, b, pos):
-        """commit@fabns: set mode/owner of a finished temporary file and rename it into place.
+        """commit@fabns: owner and mode through the open handle, then rename into place.
 
-        One round trip instead of four (stat, chmod, chown, rename). A target that
-        is a directory receives the file under ``name``; mode KEEP copies the mode
-        of the file being replaced (if any); uid/gid KEEP leave ownership alone.
+        Request (after the extension name): string HANDLE, string TARGET,
+        string NAME, u32 MODE, u32 UID, u32 GID (KEEP = 0xFFFFFFFF: leave as
+        is). One round trip instead of four. Ownership and mode go through
+        the descriptor, so they land on our file whatever the container did
+        to the path. A TARGET that is a directory (lstat: a symlink to one is
+        replaced, not followed) receives the file under NAME; mode KEEP copies
+        the mode of the regular file being replaced, if any. The temporary is
+        renamed only if its path still names our file. Reply: EXTENDED_REPLY
+        with the absolute final path. The handle stays open (CLOSE it after).
         """
-        temp, pos = self.take_path(b, pos)
+        key, pos = self.take_string(b, pos)
         target, pos = self.take_path(b, pos)
         name, pos = self.take_path(b, pos)
         mode, pos = self.take_u32(b, pos)
         uid, pos = self.take_u32(b, pos)
         gid, pos = self.take_u32(b, pos)
-        if os.path.isdir(target):
-            target = os.path.join(target, name)
-        if mode == self.KEEP:
-            try:
-                mode = os.stat(target).st_mode & 0o7777
-            except OSError:
-                mode = self.KEEP
-        if mode != self.KEEP:
-            os.chmod(temp, mode)
+        handle = self.file_of(key)
+        if key in self.write_errors:
+            raise self.write_errors[key]  # never put a file with a failed write in place
+        fd = handle.fd
         if uid != self.KEEP or gid != self.KEEP:
-            os.chown(temp, -1 if uid == self.KEEP else uid, -1 if gid == self.KEEP else gid)
-            if mode != self.KEEP:
-                os.chmod(temp, mode)  # chown clears setuid/setgid bits
-        os.rename(temp, target)
-        self.temporaries.discard(os.path.abspath(temp))
+            os.fchown(fd, -1 if uid == self.KEEP else uid, -1 if gid == self.KEEP else gid)
+        replaced = lstat_or_none(target)
+        if replaced is not None and stat.S_ISDIR(replaced.st_mode):
+            target = os.path.join(target, name)
+            replaced = lstat_or_none(target)
+        if mode == self.KEEP and replaced is not None and stat.S_ISREG(replaced.st_mode):
+            mode = replaced.st_mode & 0o7777
+        if mode != self.KEEP:
+            os.fchmod(fd, mode & 0o7777)  # after fchown, which clears setuid/setgid
+        ours = os.fstat(fd)
+        there = lstat_or_none(handle.path)
+        if there is None or (there.st_dev, there.st_ino) != (ours.st_dev, ours.st_ino):
+            raise OSError(errno.EEXIST, "the temporary file was replaced")
+        os.rename(handle.path, target)
+        self.temporaries.pop(os.path.abspath(handle.path), None)
         self.send(201, struct.pack(">I", rid) + self.string(os.path.abspath(target)))
+
+
+def lstat_or_none(path):
+    try:
+        return os.lstat(path)
+    except OSError:
+        return None
+
+
+# -- probe ----------------------------------------------------------------------
 
 
 def which(name):
@@ -902,86 +1250,205 @@ def which(name):
     return None
 
 
-def look_inside(target, paths):
-    """Fork a child that enters the target and reads ``paths`` there."""
-    rfd, wfd = os.pipe()
-    child = os.fork()
-    if child == 0:
+def error_report(step, err, detail):
+    return {"error": {"step": step, "errno": err or 0, "detail": str(detail)}}
+
+
+def probe_child(target, paths, rfd, wfd, host_fds):
+    """In the forked child: enter, chroot, close every host descriptor, read ``paths``.
+
+    Never returns. The alarm bounds everything (a hostile FUSE mount, say).
+    """
+    try:
         os.close(rfd)
-        result = {}
+        signal.alarm(PROBE_SECONDS)
         try:
-            enter(target, {})
-            os.fchdir(target.root)
-            os.chroot(".")
-            result["files"] = dict((p, read_text(p)) for p in paths)
-            result["environ"] = read_text("/proc/1/environ")
+            enter(target)
+            try:
+                os.fchdir(target.root)
+                os.chroot(".")
+            except OSError as e:
+                raise Failure("chroot", e.errno, "%s/root" % target.base)
+            # Nothing of the host stays reachable, not even through a magic
+            # link such as /proc/self/fd/N: only stdio and the result pipe.
+            close_fds([fd for fd in host_fds if fd != wfd])
+            target.ns, target.root, target.dir = {}, None, None
+            files, errors = {}, {}
+            budget = [REPORT_BUDGET]
+
+            def fetch(path):
+                text, why = read_inside(path)
+                if text is not None:
+                    cost = len(json.dumps(text))
+                    if cost > budget[0]:
+                        return None, "too large (over the probe's report budget)"
+                    budget[0] -= cost
+                return text, why
+
+            for path in paths:
+                files[path], why = fetch(path)
+                if why is not None:
+                    errors[path] = why
+            result = {"files": files, "file_errors": errors}
+            result["environ"], why = fetch("/proc/1/environ")
+            if why is not None:
+                result["environ_error"] = why
         except Failure as f:
-            result["error"] = {"step": f.step, "errno": f.err, "detail": f.detail}
-        except OSError as e:
-            result["error"] = {"step": "chroot", "errno": e.errno, "detail": ""}
+            result = error_report(f.step, f.err, f.detail)
+        except Exception as e:
+            result = error_report(
+                "inside", getattr(e, "errno", 0), "%s: %s" % (type(e).__name__, e)
+            )
         data = json.dumps(result).encode("utf-8")
         while data:
             data = data[os.write(wfd, data) :]
+    finally:
         os._exit(0)
+
+
+def reap(child, seconds):
+    """Wait for ``child`` at most ``seconds``, then SIGKILL it and wait a little more.
+
+    Returns the wait status, or None if it would not die (we do not hang on it).
+    """
+    deadline = time.monotonic() + seconds
+    killed = False
+    while True:
+        try:
+            done, status = os.waitpid(child, os.WNOHANG)
+        except ChildProcessError:
+            return None
+        if done:
+            return status
+        if time.monotonic() >= deadline:
+            if killed:
+                return None
+            try:
+                os.kill(child, signal.SIGKILL)
+            except OSError:
+                pass
+            killed = True
+            deadline = time.monotonic() + 5
+        time.sleep(0.005)
+
+
+def look_inside(target, paths):
+    """Fork a child that enters the target and reads ``paths`` there, under a deadline."""
+    host_fds = inherited_fds()  # from the host's /proc: after entering it is the container's
+    rfd, wfd = os.pipe()
+    child = os.fork()
+    if child == 0:
+        probe_child(target, paths, rfd, wfd, host_fds)
     os.close(wfd)
     chunks = []
-    while True:
-        chunk = os.read(rfd, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(rfd)
-    os.waitpid(child, 0)
+    total = 0
+    problem = None
+    deadline = time.monotonic() + PROBE_SECONDS
+    poller = select.poll()  # not select(): no FD_SETSIZE limit
+    poller.register(rfd, select.POLLIN)
     try:
-        return json.loads(b"".join(chunks).decode("utf-8"))
-    except ValueError:
-        return {"error": {"step": "inside", "errno": 0, "detail": "child died"}}
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                problem = "timeout"
+                break
+            if not poller.poll(max(1, int(left * 1000))):
+                continue
+            chunk = os.read(rfd, 65536)
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > MAX_REPORT_BYTES:
+                problem = "too large"
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(rfd)
+        status = reap(child, 0 if problem else 2)
+    if status is not None and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGALRM:
+        problem = "timeout"
+    if problem == "timeout":
+        return error_report(
+            "inside",
+            errno.ETIMEDOUT,
+            "reading the container's files took over %d s" % PROBE_SECONDS,
+        )
+    if problem == "too large":
+        return error_report(
+            "inside", errno.EFBIG, "the report from inside is over %d bytes" % MAX_REPORT_BYTES
+        )
+    try:
+        result = json.loads(b"".join(chunks).decode("utf-8"))
+        if isinstance(result, dict):
+            return result
+    except Exception:
+        pass
+    return error_report("inside", 0, "child died")
+
+
+def probe_target(pid, target, report, paths):
+    t = Target(pid)
+    try:
+        set_non_dumpable()
+        # Everything below is read through one /proc/PID descriptor: all of
+        # it belongs to the process whose start time is reported.
+        t.open_dir()
+        fields = stat_fields("stat", t.dir)
+        target["start_time"] = fields[19]
+        target["comm"] = (read_text("comm", t.dir) or "").strip()
+        target["setgroups"] = (read_text("setgroups", t.dir) or "").strip() or None
+        target["uid_map"] = read_text("uid_map", t.dir)
+        target["gid_map"] = read_text("gid_map", t.dir)
+        # The host's view of the environment: the kernel's, but the container
+        # wrote it; capped like a file. Too large is reported, never truncated.
+        environ, err = read_host("environ", t.dir)
+        if err is not None:
+            target["environ_errno"] = err
+        target["environ"] = environ
+        t.open()
+        target["ns"] = t.inodes()
+        own_user = report["self_ns"].get("user")
+        if "user" in t.ns:
+            if target["ns"]["user"] != own_user:
+                try:
+                    target["userns_owner"] = owner_uid(t.ns["user"])
+                except (OSError, IOError):
+                    target["userns_owner"] = None
+            try:
+                target["userns"] = userns_facts(t.ns["user"], own_user)
+            except (OSError, IOError):
+                target["userns"] = None  # unknown: the client refuses an owner= lookup
+        target["inside"] = look_inside(t, paths)
+    except Failure as f:
+        if f.step == "gone" and "start_time" not in target:
+            target["exists"] = False
+        else:
+            target["error"] = error_report(f.step, f.err, f.detail)["error"]
+    except (OSError, ValueError, IndexError):
+        if "start_time" in target:
+            raise
+        target["exists"] = False  # no readable stat: as good as gone
+    finally:
+        t.close()
 
 
 def do_probe(request):
-    pid = int(request["pid"])
     report = {
         "uid": os.getuid(),
         "euid": os.geteuid(),
         "python": "%d.%d.%d" % sys.version_info[:3],
         "self_ns": own_ns(),
-        "tools": dict((t, which(t)) for t in request.get("tools", [])),
     }
-    base = "/proc/%d" % pid
-    target = {"exists": os.path.isdir(base)}
-    report["target"] = target
-    if target["exists"]:
-        try:
-            target["start_time"] = start_time(pid)
-        except (OSError, ValueError, IndexError):
-            target["exists"] = False
-    if target["exists"]:
-        target["comm"] = (read_text(base + "/comm") or "").strip()
-        target["setgroups"] = (read_text(base + "/setgroups") or "").strip() or None
-        target["uid_map"] = read_text(base + "/uid_map")
-        target["gid_map"] = read_text(base + "/gid_map")
-        environ = None
-        try:
-            with open(base + "/environ", "rb") as f:
-                environ = f.read().decode("utf-8", "surrogateescape")
-        except OSError as e:
-            target["environ_errno"] = e.errno
-        target["environ"] = environ
-        t = Target(pid)
-        try:
-            set_non_dumpable()
-            t.open()
-            target["ns"] = t.inodes()
-            if "user" in t.ns and t.inodes()["user"] != report["self_ns"].get("user"):
-                try:
-                    target["userns_owner"] = owner_uid(t.ns["user"])
-                except OSError:
-                    target["userns_owner"] = None
-            target["inside"] = look_inside(t, request.get("files", []))
-        except Failure as f:
-            target["error"] = {"step": f.step, "errno": f.err, "detail": f.detail}
-        finally:
-            t.close()
+    try:
+        report["tools"] = dict((t, which(t)) for t in request.get("tools", []))
+        pid = int(request["pid"])
+        target = {"exists": os.path.isdir("/proc/%d" % pid)}
+        report["target"] = target
+        if target["exists"]:
+            probe_target(pid, target, report, [str(p) for p in request.get("files", [])])
+    except Exception as e:  # a structured error, never a traceback
+        failed = error_report("probe", getattr(e, "errno", 0), "%s: %s" % (type(e).__name__, e))
+        report.setdefault("target", {"exists": False}).update(failed)
     sys.stdout.write(json.dumps(report) + "\n")
     sys.stdout.flush()
     return 0
@@ -989,15 +1456,20 @@ def do_probe(request):
 
 def main(argv):
     try:
-        request = json.loads(base64.b64decode(argv[1]).decode("utf-8"))
-    except (IndexError, ValueError) as e:
+        # surrogateescape: raw bytes survive as the same lone surrogates that
+        # json's "\udcXX" escapes give, and go back out as the original bytes.
+        request = json.loads(base64.b64decode(argv[1]).decode("utf-8", "surrogateescape"))
+        if not isinstance(request, dict):
+            raise ValueError("not a JSON object")
+    except Exception as e:
         sys.stderr.write("fabns helper: bad request: %s\n" % e)
         return 2
-    if request.get("mode") == "probe":
+    mode = request.get("mode")
+    if mode == "probe":
         return do_probe(request)
-    if request.get("mode") == "exec":
+    if mode == "exec":
         return do_exec(request)
-    if request.get("mode") == "sftp":
+    if mode == "sftp":
         return do_sftp(request)
     sys.stderr.write("fabns helper: unknown mode\n")
     return 2

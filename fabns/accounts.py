@@ -8,7 +8,7 @@ command runs with, and which login variables it sees -- like an SSH login.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fabns.errors import InvalidArgument, UnknownUser
 
@@ -16,6 +16,9 @@ ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 USER_PATH = "/usr/local/bin:/usr/bin:/bin"
 LOGIN_VARIABLES = ("HOME", "SHELL", "USER", "LOGNAME", "PATH")
 NO_LOGIN_SHELLS = ("false", "nologin", "sync", "halt", "shutdown")
+#: The group of a numeric uid that has no passwd entry: the overflow group
+#: ("nogroup"), never root's group 0.
+NO_GROUP = 65534
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,12 @@ class AccountBook:
     uid_map: IdMap
     gid_map: IdMap
     where: str
+    #: Files that could not be read inside (FIFO, too large, a link...), with why.
+    problems: Mapping[str, str] = field(default_factory=dict)
+
+    def _why(self, path: str) -> str:
+        problem = self.problems.get(path)
+        return f" ({path} could not be read: {problem})" if problem else ""
 
     def account(self, user: int | str) -> Account | None:
         for account in self.accounts:
@@ -160,7 +169,9 @@ class AccountBook:
                 return entry.gid
         if group.isdigit():
             return int(group)
-        raise UnknownUser(f"no group {group!r} in /etc/group of {self.where}")
+        raise UnknownUser(
+            f"no group {group!r} in /etc/group of {self.where}{self._why('/etc/group')}"
+        )
 
     def supplementary(self, account: Account) -> tuple[int, ...]:
         """initgroups(3): the primary group plus every group naming the user."""
@@ -183,7 +194,9 @@ class AccountBook:
         if uid is not None:
             account = self.account(uid)
             if account is None and isinstance(uid, str) and not uid.isdigit():
-                raise UnknownUser(f"no user {uid!r} in /etc/passwd of {self.where}")
+                raise UnknownUser(
+                    f"no user {uid!r} in /etc/passwd of {self.where}{self._why('/etc/passwd')}"
+                )
             number = account.uid if account is not None else int(uid)
             if number not in self.uid_map:
                 raise UnknownUser(
@@ -197,11 +210,12 @@ class AccountBook:
         elif account is not None:
             gid_number = account.gid
         elif uid is not None:
-            gid_number = 0 if default_root else None
+            gid_number = 0 if uid == 0 else NO_GROUP
         if gid_number is not None and gid_number not in self.gid_map:
+            hint = " (uid without a passwd entry: pass gid=)" if gid is None else ""
             raise UnknownUser(
                 f"gid {gid_number} is not mapped in the user namespace of {self.where} "
-                f"(gid_map: {self._ranges(self.gid_map)})"
+                f"(gid_map: {self._ranges(self.gid_map)}){hint}"
             )
         groups: tuple[int, ...] | None = None
         if account is not None:

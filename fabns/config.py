@@ -1,7 +1,8 @@
 """Fabric configuration with a ``fabns`` subtree.
 
 ``fabns.python`` -- the host's Python for the pushed helper (default
-``python3`` from PATH). Being in the defaults, it can also be set in
+``python3`` from the fixed host PATH); ``fabns.host_timeout`` -- seconds a
+fabns step on the host may take (default 60). Being in the defaults, it can also be set in
 ``fabric.yaml`` or as ``FABRIC_FABNS_PYTHON``.
 """
 
@@ -21,7 +22,7 @@ class Config(FabricConfig):  # type: ignore[misc]
     @staticmethod
     def global_defaults() -> dict[str, Any]:
         defaults: dict[str, Any] = FabricConfig.global_defaults()
-        defaults["fabns"] = {"python": "python3"}
+        defaults["fabns"] = {"python": "python3", "host_timeout": 60}
         return defaults
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import errno
 import os
+import posixpath
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import paramiko
@@ -19,36 +20,24 @@ from fabric import Connection
 
 from fabns.accounts import Credentials, check_id, merge_environment
 from fabns.config import Config, fabns_setting
-from fabns.engines import KNOWN_ENGINES, find_leader
+from fabns.engines import KNOWN_ENGINES, Found, find_leader
 from fabns.errors import (
-    ElevationRequired,
-    EntryFailed,
     HelperError,
     InvalidArgument,
-    NamespaceError,
     NotALeader,
     NotImplementedYet,
     PermissionDenied,
     TargetChanged,
     TargetNotFound,
     ToolMissing,
-    UnknownUser,
 )
+from fabns.failures import from_exit
 from fabns.helper import helper_command
-from fabns.host import Elevation, HostResult, run_on_host
-from fabns.quoting import check_text, quote
+from fabns.host import Elevation, HostResult, HostSession
+from fabns.quoting import check_text, quote, shell_path
 from fabns.runner import NamespaceRemote
 from fabns.target import Leader, decode_report, leader_from_probe
 from fabns.ways import Call, WayIn, ways
-
-
-@dataclass(frozen=True)
-class HostAccount:
-    """The SSH user on the host."""
-
-    uid: int
-    name: str
-
 
 METHODS = ("auto", "nsenter", "setns", "lxc-attach")
 PROBE_FILES = ("/etc/passwd", "/etc/group")
@@ -95,8 +84,7 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
     _leader: Leader | None = None
     _way: WayIn | None = None
     _elevation: Elevation | None = None
-    _host_account: HostAccount | None = None
-    _host_uids: dict[str, int] | None = None
+    _host_session: HostSession | None = None
 
     def __init__(
         self,
@@ -156,7 +144,39 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
     def _identity(self) -> tuple[Any, ...]:
         return (self.host, self.user, self.port, self._target_key(), self.ns_uid, self.ns_gid)
 
+    @property
+    def cwd(self) -> str:
+        """The working directory from ``cd()``, as one shell word.
+
+        Unlike Invoke (which only escapes spaces), the path is quoted: it is a
+        literal path, so ``cd("/srv/my app")`` and ``cd("$(cmd)")`` name those
+        directories. A leading ``~`` still means the user's home.
+        """
+        path = self.literal_cwd
+        return shell_path(path) if path else ""
+
+    @property
+    def literal_cwd(self) -> str:
+        """The working directory from ``cd()`` as a plain path ("" outside ``cd()``)."""
+        cwds = list(self.command_cwds)
+        if not cwds:
+            return ""
+        start = 0
+        for index in range(len(cwds) - 1, -1, -1):
+            if cwds[index].startswith(("~", "/")):
+                start = index
+                break
+        return str(posixpath.join(*cwds[start:]))
+
     # -- resolving the target -------------------------------------------------
+
+    @property
+    def host_session(self) -> HostSession:
+        """fabns's own steps on the SSH host (facts, privilege, lookups)."""
+        if self._host_session is None:
+            self._set(_host_session=HostSession(self))
+        assert self._host_session is not None
+        return self._host_session
 
     @property
     def target(self) -> Leader:
@@ -170,12 +190,17 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
         return self._leader
 
     @property
-    def method_name(self) -> str:
-        """The way in in use (``"nsenter"``, ``"setns"``), after resolving."""
+    def way(self) -> WayIn:
+        """The way in (resolved on first use)."""
         if self._way is None:
             self.resolve()
         assert self._way is not None
-        return self._way.name
+        return self._way
+
+    @property
+    def method_name(self) -> str:
+        """The way in in use (``"nsenter"``, ``"setns"``, ``"lxc-attach"``), after resolving."""
+        return self.way.name
 
     @property
     def elevation(self) -> Elevation:
@@ -202,33 +227,37 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
         runs in the target.
         """
         self.open()
+        host = self.host_session
+        facts = host.facts()
         found = None
         if self.container is not None:
-            found = find_leader(self, self.container, self.engine, self.owner)
+            found = find_leader(host, self.container, self.engine, self.owner)
             pid = found.pid
         else:
             assert self.target_pid is not None
             pid = self.target_pid
-        python = fabns_setting(self.config, "python", "python3")
-        wanted_tools = sorted({"sudo", *(t for way in ways().values() for t in way.tools)})
-        request = {"mode": "probe", "pid": pid, "files": list(PROBE_FILES), "tools": wanted_tools}
+        python = self.python
+        request = {"mode": "probe", "pid": pid, "files": list(PROBE_FILES), "tools": []}
         command = helper_command(python, request)
         elevation = Elevation()
         report = self._probe(command, elevation, python)
         if not report["target"].get("exists"):
             raise TargetNotFound(f"no process {pid} on {self.host}")
-        if report.get("euid") != 0 and not self._accessible(report):
-            elevation = self._elevation_for(report)
+        if facts.uid != 0 and not self._accessible(report):
+            elevation = host.elevation()
             report = self._probe(command, elevation, python)
             if not report["target"].get("exists"):
                 raise TargetNotFound(f"no process {pid} on {self.host}")
         self._check_probe(report, pid, elevation)
         leader = leader_from_probe(self.host, pid, report, elevated=elevation.active)
+        leader = replace(leader, tools=facts.tools)
         if found is not None:
-            owner_uid = self.host_uid_of(found.owner) if found.owner else None
+            owner_uid, owner_home = host.account(found.owner) if found.owner else (None, "/")
+            if owner_uid:
+                self._check_owner(found, owner_uid, report)
             leader = replace(
                 leader, engine=found.engine, name=found.name, owner=found.owner,
-                owner_uid=owner_uid,
+                owner_uid=owner_uid, owner_home=owner_home,
             )  # fmt: skip
         if not leader.differing:
             raise NotALeader(
@@ -241,41 +270,44 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
         self._set(_leader=leader, _way=way, _elevation=elevation)
         return leader
 
+    def _check_owner(self, found: Found, owner_uid: int, report: dict[str, Any]) -> None:
+        """An owner's lookup is the owner's word: enter only a leader in their user namespace.
+
+        The leader's user namespace (or one above it) must have been created by
+        the owner, and must not be the host's own.
+        """
+        userns = report["target"].get("userns") or {}
+        owners = [o for o in userns.get("owners") or [] if isinstance(o, int)]
+        if userns.get("own") or owner_uid not in owners:
+            raise PermissionDenied(
+                f"{found.engine} on {self.host}, asked as {found.owner}, named PID {found.pid} "
+                f"for {found.name!r}, but that process is not in a user namespace of "
+                f"{found.owner}'s (owners: {owners or 'the host'}); refusing to enter it"
+            )
+
     def _probe(self, command: str, elevation: Elevation, python: str) -> dict[str, Any]:
-        result = run_on_host(self, command, elevation)
+        result = self.host_session.run(command, elevation)
         report = decode_report(result.stdout)
         if report is not None and "target" in report:
             return report
-        raise self._host_failure(result, elevation, python)
+        raise self._host_failure(result, python)
 
-    def _host_failure(self, result: HostResult, elevation: Elevation, python: str) -> Exception:
+    def _host_failure(self, result: HostResult, python: str) -> Exception:
         err = result.stderr.strip()
-        where = f"on {self.host}"
-        if elevation.active and result.exited == 1 and err.startswith("sudo:"):
-            return ElevationRequired(f"entering {self.describe_target()} needs root: {err}")
-        if elevation.active and "sudo" in err and "not found" in err:
-            return ElevationRequired(
-                f"entering {self.describe_target()} needs root, no sudo {where}"
-            )
-        if result.exited == 127 or "not found" in err:
+        if result.exited == 127 or (result.exited != 0 and "not found" in err):
             return ToolMissing(
-                f"{python} not found {where}; the fabns helper needs Python 3.6+ "
+                f"{python} not found on {self.host}; the fabns helper needs Python 3.6+ "
                 f"(set fabns.python): {err}"
             )
-        return HelperError(f"the fabns probe failed {where} (exit {result.exited}): {err}")
+        if err.startswith("sudo:"):
+            return from_exit(result.exited, err, self.describe_target(), "the probe")
+        return HelperError(f"the fabns probe failed on {self.host} (exit {result.exited}): {err}")
 
     @staticmethod
     def _accessible(report: dict[str, Any]) -> bool:
         target = report["target"]
         inside = target.get("inside") or {}
         return bool(target.get("exists")) and "error" not in target and "error" not in inside
-
-    def _elevation_for(self, report: dict[str, Any]) -> Elevation:
-        if not (report.get("tools") or {}).get("sudo"):
-            raise ElevationRequired(
-                f"entering {self.describe_target()} needs root and sudo is not installed there"
-            )
-        return self.host_elevation()
 
     def _check_probe(self, report: dict[str, Any], pid: int, elevation: Elevation) -> None:
         target = report["target"]
@@ -305,6 +337,10 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
         if method == "auto":
             method = self.auto_method(leader)
         way_class = available[method]
+        if method == "lxc-attach" and (leader.engine != "lxc" or not leader.name):
+            raise InvalidArgument(
+                f'method="lxc-attach" enters LXC containers only, not {leader.describe()}'
+            )
         for tool in way_class.tools:
             if not leader.tools.get(tool):
                 raise ToolMissing(
@@ -312,60 +348,30 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
                     f'(or use method="setns", which needs only python3)'
                 )
         return way_class(
-            leader, nonce=self.fabns_nonce, python=python, host_user=self.host_account().name
+            leader,
+            nonce=self.fabns_nonce,
+            python=python,
+            host_user=self.host_session.facts().name,
+            tools=leader.tools,
         )
 
     def auto_method(self, leader: Leader) -> str:
-        """``method="auto"``: lxc-attach when the SSH user is the unprivileged owner of
-        the LXC container, otherwise nsenter where the host has it, else the setns helper."""
+        """``method="auto"``: the way in without a known race for this target.
+
+        lxc-attach when the SSH user is the unprivileged owner of the LXC
+        container (it also puts the command in the owner's cgroup); the setns
+        helper for any other target in another user namespace (nsenter would
+        fork into it dumpable, before switching credentials); otherwise nsenter
+        where the host has it, else the setns helper.
+        """
         owner = leader.owner
         lxc_owner = leader.engine == "lxc" and owner not in (None, "root")
-        if lxc_owner and owner == self.host_account().name:
+        ssh_user = self.host_session.facts().name
+        if lxc_owner and owner == ssh_user and leader.tools.get("lxc-attach"):
             return "lxc-attach"
+        if leader.new_userns:
+            return "setns"
         return "nsenter" if leader.tools.get("nsenter") else "setns"
-
-    # -- facts about the host --------------------------------------------------------
-
-    def host_account(self) -> HostAccount:
-        """The SSH user as the host sees it (uid and name), asked once."""
-        if self._host_account is None:
-            result = run_on_host(self, "id -u; id -un")
-            lines = result.stdout.split()
-            if result.exited != 0 or len(lines) != 2 or not lines[0].isdigit():
-                raise HelperError(f"could not run id on {self.host}: {result.stderr.strip()}")
-            self._set(_host_account=HostAccount(int(lines[0]), lines[1]))
-        assert self._host_account is not None
-        return self._host_account
-
-    def host_uid_of(self, user: str) -> int:
-        """The host uid of ``user`` (an ``owner=``), asked once; `UnknownUser` if none."""
-        if self._host_uids is None:
-            self._set(_host_uids={})
-        assert self._host_uids is not None
-        if user not in self._host_uids:
-            result = run_on_host(self, f"id -u -- {quote(user)}")
-            text = result.stdout.strip()
-            if result.exited != 0 or not text.isdigit():
-                raise UnknownUser(f"no user {user!r} on {self.host} (owner=)")
-            self._host_uids[user] = int(text)
-        return self._host_uids[user]
-
-    def host_tools(self, names: list[str]) -> dict[str, str | None]:
-        """Where each program is on the host's PATH (None when missing)."""
-        # a program counts if it is a regular executable file, not merely a name on PATH
-        script = "; ".join(
-            f'p=$(command -v {quote(n)}) && [ -f "$p" ] && [ -x "$p" ] || p=; printf "%s\\n" "$p"'
-            for n in names
-        )
-        lines = run_on_host(self, script).stdout.split("\n")
-        return {
-            n: (lines[i].strip() or None) if i < len(lines) else None for i, n in enumerate(names)
-        }
-
-    def host_elevation(self) -> Elevation:
-        """sudo on the host, with Fabric's ``sudo.password`` if configured."""
-        password = self.config.sudo.password
-        return Elevation("sudo-password", str(password)) if password else Elevation("sudo")
 
     # -- running commands ------------------------------------------------------
 
@@ -377,7 +383,7 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
             uid, gid = self.ns_uid, self.ns_gid if gid is None else gid
         return self.target.book.credentials(uid, gid, default_root=True)
 
-    def wrap_command(
+    def command_script(
         self,
         command: str,
         env: dict[str, Any],
@@ -386,10 +392,8 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
         gid: int | str | None = None,
         shell: str | None = None,
     ) -> str:
-        """The full host command that runs ``command`` inside the target."""
+        """The host script (before host privilege) that runs ``command`` inside the target."""
         leader = self.target
-        way = self._way
-        assert way is not None
         creds = self.credentials(uid, gid)
         check_text(command, "the command")
         for key, value in env.items():
@@ -400,21 +404,7 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
             environment=merge_environment(leader.environment, creds, env),
             shell=shell or creds.shell,
         )
-        return self.elevation.wrap(way.command(call))
-
-    def explain_failed_entry(self, exited: int, stderr: str) -> NamespaceError:
-        """The exception for a way in that failed without saying why in a marker."""
-        where = self.describe_target()
-        elevation = self.elevation
-        if elevation.active and stderr.startswith("sudo:"):
-            return ElevationRequired(f"entering {where} needs root: {stderr}")
-        if "Permission denied" in stderr or "Operation not permitted" in stderr:
-            return PermissionDenied(f"{self.method_name} may not enter {where}: {stderr}")
-        if exited == 127 or "not found" in stderr:
-            return ToolMissing(f"{self.method_name} on {self.host}: {stderr}")
-        return EntryFailed(
-            f"{self.method_name} could not enter {where} (exit {exited}): {stderr or 'no output'}"
-        )
+        return self.way.command(call)
 
     def _remote_runner(self) -> NamespaceRemote:
         return NamespaceRemote(context=self, inline_env=True)
@@ -424,18 +414,17 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
             self.resolve()
         if "shell" in kwargs:
             options["shell"] = kwargs["shell"]
-        user_watchers = list(kwargs.pop("watchers", self.config.run.watchers))
         for attempt in (1, 2):
             runner = self._remote_runner()
             runner.call_options = options
-            watchers = user_watchers + self.elevation.watchers()
             try:
-                return self._run(runner, command, watchers=watchers, **kwargs)
+                return self._run(runner, command, **kwargs)
             except TargetChanged:
                 if self.container is None or attempt == 2:
                     raise
-            # A container restarted under the same name: nothing ran (the guard
-            # refused), so find its new leader and run the command there, once.
+            # A container restarted under the same name: nothing ran (the host
+            # guard refused before entering), so find its new leader and run the
+            # command there, once.
             self.forget_target()
             self.resolve()
         raise AssertionError("unreachable")
@@ -462,8 +451,9 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
         self.open()
         user = kwargs.pop("user", self.config.sudo.user)
         password = kwargs.pop("password", None)
-        if password is not None and self._elevation is not None and self._elevation.active:
-            self._set(_elevation=Elevation("sudo-password", str(password)))
+        if password is not None and self.elevation.mode == "sudo-password":
+            self.host_session.use_password(str(password))
+            self._set(_elevation=self.host_session.elevation())
         uid: int | str = 0 if user is None else user
         check_id(uid, "user")
         return self._run_inside(command, {"uid": uid}, kwargs)

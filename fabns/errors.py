@@ -81,6 +81,11 @@ class HelperError(NamespaceError, RuntimeError):
         self.detail = detail
 
 
+class HostTimeout(NamespaceError, TimeoutError):
+    """A fabns step on the host (probe, lookup, kill) did not finish in time
+    (``fabns.host_timeout``, 60 s by default)."""
+
+
 class EntryFailed(NamespaceError, RuntimeError):
     """The way in (nsenter, the helper) failed before the command could start."""
 

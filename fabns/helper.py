@@ -30,5 +30,9 @@ def encode_request(request: Mapping[str, object]) -> str:
 
 
 def helper_command(python: str, request: Mapping[str, object]) -> str:
-    """Shell command that runs the helper with ``python`` on the request."""
-    return join([python, "-c", _bootstrap(), encode_request(request)])
+    """Shell command that runs the helper with ``python`` on the request.
+
+    ``-I``: no ``PYTHON*`` variables, no user site, no script directory on the
+    path; ``-S``: no ``site`` import (faster; the helper needs only the stdlib).
+    """
+    return join([python, "-I", "-S", "-c", _bootstrap(), encode_request(request)])

@@ -1,18 +1,25 @@
 """Marker lines: how the host side tells the client where the command starts.
 
-Before the user's command runs, the way in writes short lines on stdout, each
-``\\x1ffabns:KIND:NONCE[:FIELDS]``, with a nonce that is random per connection:
+Before the user's command runs, the *host side* of the way in (the guard
+script before it execs nsenter or lxc-attach, or the setns helper before
+execve) writes short lines on stdout, each ``\\x1ffabns:KIND:NONCE[:FIELDS]``,
+with a nonce that is random per connection:
 
-``pid:NONCE:N``
-    host PID whose process group is the command's (used to kill it on
-    timeout or Ctrl-C, since closing the channel alone does not).
+``pw:NONCE``
+    the host side is ready for the sudo password (terminal echo is off); the
+    client writes it to stdin now, and only now.
+``pid:NONCE:PID:START``
+    host PID (and its start time, field 22 of ``/proc/PID/stat``) whose
+    process group is the command's; used to kill it on timeout or Ctrl-C, after
+    checking that start time again on the host.
 ``ok:NONCE``
     entered; everything after this is the command's own output.
 ``err:NONCE:STEP:ERRNO:DETAIL``
     entering failed at STEP; the command never ran.
 
-`MarkerFilter` strips them from the stream (and passes through anything
-before them, such as a sudo prompt) and records what they said.
+The filter reads markers only until ``ok`` or ``err``: those are written before
+the container's first instruction, so nothing the container prints is ever
+read as a marker -- whatever it knows of the nonce.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ import re
 from dataclasses import dataclass
 
 PREFIX = b"\x1ffabns:"
+#: `PREFIX` as a printf(1) format (``\\037`` is the unit separator byte).
+PRINTF_PREFIX = "\\037" + PREFIX[1:].decode()
 
 
 @dataclass
@@ -36,12 +45,14 @@ class MarkerFilter:
     def __init__(self, nonce: str) -> None:
         self.nonce = nonce
         self._pattern = re.compile(
-            rb"\x1ffabns:(pid|ok|err):" + re.escape(nonce.encode()) + rb"(?::([^\r\n]*))?\r?\n"
+            rb"\x1ffabns:(pw|pid|ok|err):" + re.escape(nonce.encode()) + rb"(?::([^\r\n]*))?\r?\n"
         )
         self._buffer = b""
         self.done = False
         self.entered = False
+        self.password_requested = False
         self.host_pid: int | None = None
+        self.host_start: str | None = None
         self.error: EntryError | None = None
 
     def feed(self, data: bytes) -> bytes:
@@ -75,8 +86,13 @@ class MarkerFilter:
         return rest
 
     def _record(self, kind: str, fields: str) -> None:
-        if kind == "pid":
-            self.host_pid = int(fields) if fields.isdigit() else None
+        if kind == "pw":
+            self.password_requested = True
+        elif kind == "pid":
+            pid, _, start = fields.partition(":")
+            # never a PID the kernel or init owns: a group <= 1 is never signalled
+            if pid.isdigit() and int(pid) > 1 and start.isdigit():
+                self.host_pid, self.host_start = int(pid), start
         elif kind == "ok":
             self.entered = True
             self.done = True

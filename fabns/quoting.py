@@ -48,3 +48,16 @@ def env_assignment(name: str, value: object) -> str:
     if not name.isascii():
         raise InvalidArgument(f"not a valid environment variable name: {name!r}")
     return quote(f"{name}={value}")
+
+
+def shell_path(path: str) -> str:
+    """``path`` as one shell word for ``cd``: literal, except that a leading ``~``
+    (alone or before ``/``) still means the user's home, as in Fabric."""
+    check_text(path, "a path")
+    if path == "~":
+        return "~"
+    if path.startswith("~/"):
+        return "~/" + quote(path[2:]) if path[2:] else "~/"
+    if path.startswith("-"):
+        path = "./" + path  # never an option to cd
+    return quote(path)

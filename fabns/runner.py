@@ -3,36 +3,35 @@
 `NamespaceRemote` is a `fabric.runners.Remote`: Invoke's machinery (echo,
 hide, warn, watchers, in_stream, timeout, pty, `Result`, `UnexpectedExit`)
 runs unchanged. What differs: the command sent to the host is the way in's
-wrapper, the environment is the container's (quoted, never Fabric's unquoted
-inline ``export``), marker lines are stripped from stdout, entry failures
-become fabns exceptions, and timeouts and Ctrl-C kill the command's process
-group on the host instead of only closing the channel.
+host script with host privilege, the environment is the container's (quoted,
+never Fabric's unquoted inline ``export``), marker lines are stripped from
+stdout, entry failures become fabns exceptions, and timeouts and Ctrl-C kill
+the command's process group on the host instead of only closing the channel.
+
+The host sudo password is written only when the host side asks for it with a
+``pw`` marker -- before entering, whatever stdin is -- and the user's stdin
+is held back until then, so it can never be taken for the password, nor the
+password reach the container.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno as errno_codes
 import signal
+import threading
 from typing import TYPE_CHECKING, Any
 
 from fabric.runners import Remote, cares_about_SIGWINCH
 from invoke.terminals import pty_size
 
-from fabns.errors import (
-    HelperError,
-    NamespaceError,
-    PermissionDenied,
-    TargetChanged,
-    ToolMissing,
-    UnknownUser,
-)
-from fabns.host import run_on_host
-from fabns.markers import EntryError, MarkerFilter
+from fabns.errors import NamespaceError
+from fabns.failures import from_exit, from_marker, tool_failure
+from fabns.markers import MarkerFilter
 from fabns.ways import kill_group_command
 
 if TYPE_CHECKING:
     from fabns.connection import NamespaceConnection
+    from fabns.host import Elevation
 
 
 class NamespaceRemote(Remote):  # type: ignore[misc]
@@ -45,31 +44,70 @@ class NamespaceRemote(Remote):  # type: ignore[misc]
     call_options: dict[str, Any]
     markers: MarkerFilter
     context: NamespaceConnection
+    elevation: Elevation | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.call_options = {}
         self.markers = MarkerFilter(self.context.fabns_nonce)
+        self.elevation = None
+        self._stdin_open = threading.Event()
+        self._password_sent = False
 
     def start(self, command: str, shell: str, env: dict[str, Any], timeout: Any = None) -> None:
         connection = self.context
-        wrapped = connection.wrap_command(command, env, **self.call_options)
+        script = connection.command_script(command, env, **self.call_options)
+        self.elevation = connection.elevation
+        if self.elevation.mode != "sudo-password":
+            self._stdin_open.set()
         self.channel = connection.create_session()
         if self.using_pty:
             cols, rows = pty_size()
             self.channel.get_pty(width=cols, height=rows)
             if cares_about_SIGWINCH():
                 signal.signal(signal.SIGWINCH, self.handle_window_change)
-        self.send_start_message(wrapped)
+        self.send_start_message(self.elevation.wrap(script, ask=connection.fabns_nonce))
+
+    def send_start_message(self, command: str) -> None:
+        # bytes, so strings holding lone surrogates (undecodable file names) pass exactly
+        self.channel.exec_command(command.encode("utf-8", "surrogateescape"))
 
     def read_proc_stdout(self, num_bytes: int) -> bytes:
         while True:
             data = self.channel.recv(num_bytes)
             if not data:
+                self._stdin_open.set()
                 return self.markers.flush()
             out = self.markers.feed(data)
+            self._answer_host()
             if out:
                 return out
+
+    def _answer_host(self) -> None:
+        """Send the sudo password when (and only when) the host side asked for it."""
+        markers = self.markers
+        if markers.password_requested and not self._password_sent and not markers.done:
+            self._password_sent = True
+            assert self.elevation is not None
+            self.channel.sendall(f"{self.elevation.password}\n".encode())
+            self._stdin_open.set()
+        if markers.done:
+            self._stdin_open.set()
+
+    def _hold_stdin(self) -> bool:
+        """Wait until stdin may flow; False if the command ended first."""
+        while not self._stdin_open.wait(0.05):
+            if self.program_finished.is_set():
+                return False
+        return True
+
+    def write_proc_stdin(self, data: bytes) -> None:
+        if self._hold_stdin():
+            super().write_proc_stdin(data)
+
+    def close_proc_stdin(self) -> None:
+        if self._hold_stdin():
+            super().close_proc_stdin()
 
     def kill(self) -> None:
         self._signal_group("KILL")
@@ -83,49 +121,39 @@ class NamespaceRemote(Remote):  # type: ignore[misc]
         raise interrupt
 
     def _signal_group(self, signame: str) -> None:
-        pid = self.markers.host_pid
-        if pid is None or not self.markers.entered:
+        """Signal the command's host process group, as its host side reported it.
+
+        Only after ``ok`` (so the PID came from the host side, never the
+        container) and only if that PID still has the reported start time.
+        """
+        markers = self.markers
+        pid, start = markers.host_pid, markers.host_start
+        if pid is None or start is None or not markers.entered:
             return
+        host = self.context.host_session
         with contextlib.suppress(Exception):
-            run_on_host(self.context, kill_group_command(pid, signame), self.context.elevation)
+            host.run(kill_group_command(pid, start, signame), self.context.elevation)
 
     def generate_result(self, **kwargs: Any) -> Any:
         exited = kwargs.get("exited")
         ran = not self.opts.get("dry") and not self.timed_out and exited is not None
-        if ran and not self.markers.entered:
-            raise self._entry_failure(kwargs)
+        if ran:
+            failure = self._entry_failure(kwargs)
+            if failure is not None:
+                raise failure
         return super().generate_result(**kwargs)
 
-    def _entry_failure(self, kwargs: dict[str, Any]) -> NamespaceError:
+    def _entry_failure(self, kwargs: dict[str, Any]) -> NamespaceError | None:
         connection = self.context
         where = connection.describe_target()
-        stderr = str(kwargs.get("stderr", "")).strip()
-        error = self.markers.error
-        if error is not None:
-            return translate_entry_error(error, where, connection.method_name)
-        return connection.explain_failed_entry(int(kwargs["exited"]), stderr)
+        method = connection.method_name
+        exited = int(kwargs["exited"])
+        text = str(kwargs.get("stdout" if self.using_pty else "stderr", ""))
+        if self.markers.entered:
+            return tool_failure(exited, text, connection.way.error_prefix, where, method)
+        if self.markers.error is not None:
+            return from_marker(self.markers.error, where, method)
+        return from_exit(exited, text, where, method)
 
 
-def translate_entry_error(error: EntryError, where: str, method: str) -> NamespaceError:
-    """Turn a helper or guard ``err`` marker into the matching exception."""
-    detail = f" ({error.detail})" if error.detail else ""
-    reason = f"{errno_codes.errorcode.get(error.errno, error.errno)}" if error.errno else ""
-    if error.step in ("gone", "changed"):
-        return TargetChanged(f"{where}: {error.detail}; nothing was run")
-    if error.errno in (errno_codes.EPERM, errno_codes.EACCES):
-        return PermissionDenied(
-            f"{where}: {method} may not enter: {error.step}{detail}: {reason}; nothing was run"
-        )
-    if error.step in ("setuid", "setgid") and error.errno == errno_codes.EINVAL:
-        return UnknownUser(f"{where}: id {error.detail} is not mapped in the container")
-    if error.step == "exec" and error.errno == errno_codes.ENOENT:
-        return ToolMissing(f"{where}: {error.detail} does not exist inside the container")
-    return HelperError(
-        f"{where}: {method} failed at {error.step}{detail}: {reason or 'error'}; nothing was run",
-        step=error.step,
-        errno=error.errno or None,
-        detail=error.detail,
-    )
-
-
-__all__ = ["NamespaceRemote", "translate_entry_error"]
+__all__ = ["NamespaceRemote"]

@@ -36,10 +36,10 @@ class Leader:
     host: str
     pid: int
     start_time: str
-    namespaces: Mapping[str, int]
-    own_namespaces: Mapping[str, int]
-    environment: Mapping[str, str]
-    book: AccountBook
+    namespaces: Mapping[str, int] = field(repr=False)
+    own_namespaces: Mapping[str, int] = field(repr=False)
+    environment: Mapping[str, str] = field(repr=False)
+    book: AccountBook = field(repr=False)
     setgroups: str | None = None
     userns_owner: int | None = None
     elevated: bool = False
@@ -47,7 +47,8 @@ class Leader:
     name: str | None = None
     owner: str | None = None
     owner_uid: int | None = None
-    tools: Mapping[str, str | None] = field(default_factory=dict)
+    owner_home: str = "/"
+    tools: Mapping[str, str | None] = field(default_factory=dict, repr=False)
     comm: str = ""
 
     @property
@@ -94,6 +95,7 @@ def leader_from_probe(host: str, pid: int, report: Mapping[str, object], elevate
         uid_map=IdMap.parse(target.get("uid_map")),
         gid_map=IdMap.parse(target.get("gid_map")),
         where=where,
+        problems={str(k): str(v) for k, v in (inside.get("file_errors") or {}).items()},
     )
     tools = report.get("tools") or {}
     assert isinstance(tools, dict)

@@ -25,10 +25,9 @@ from fabric.transfer import Result
 from paramiko.sftp import CMD_EXTENDED, CMD_EXTENDED_REPLY
 
 from fabns.errors import NamespaceError, TransferFailed, UnknownUser
+from fabns.failures import from_exit, from_marker
 from fabns.helper import helper_command
-from fabns.host import start_on_host
 from fabns.markers import MarkerFilter
-from fabns.runner import translate_entry_error
 from fabns.ways.setns import entry_request
 
 if TYPE_CHECKING:
@@ -47,8 +46,10 @@ def open_sftp(connection: NamespaceConnection) -> paramiko.SFTPClient:
         "temp_prefix": TEMP_PREFIX,
     }
     command = helper_command(connection.python, request)
-    channel = start_on_host(connection, command, connection.elevation)
+    channel = connection.host_session.start(command, connection.elevation)
     markers = MarkerFilter(connection.fabns_nonce)
+    # Only the helper's marker lines come before ``ok``; read them a byte at a
+    # time so that nothing of the SFTP stream after it is consumed here.
     while not markers.done:
         byte = channel.recv(1)
         if not byte:
@@ -61,8 +62,10 @@ def open_sftp(connection: NamespaceConnection) -> paramiko.SFTPClient:
         exited = channel.recv_exit_status()
         channel.close()
         if markers.error is not None:
-            raise translate_entry_error(markers.error, leader.describe(), "sftp")
-        raise connection.explain_failed_entry(exited, stderr.decode("utf-8", "replace").strip())
+            raise from_marker(markers.error, leader.describe(), "sftp")
+        text = stderr.decode("utf-8", "replace")
+        raise from_exit(exited, text, leader.describe(), "sftp")
+    channel.settimeout(None)
     return paramiko.SFTPClient(channel)
 
 
@@ -83,7 +86,7 @@ def _remote_path(connection: NamespaceConnection, path: str) -> str:
         path = home + path[1:]
     trailing = "/" if path.endswith("/") and path != "/" else ""
     if not path.startswith("/"):
-        base = connection.cwd or home
+        base = connection.literal_cwd or home
         if base == "~" or base.startswith("~/"):
             base = home + base[1:]
         path = posixpath.join(base, path)
@@ -95,22 +98,25 @@ KEEP = 0xFFFFFFFF
 
 def _commit(
     sftp: paramiko.SFTPClient,
-    temp: str,
+    handle: bytes,
     target: str,
     name: str,
     mode: int | None,
     uid: int | None,
     gid: int | None,
 ) -> str:
-    """The helper's ``commit@fabns`` request: mode, owner and rename in one round trip.
+    """The helper's ``commit@fabns`` request: owner and mode set on the open
+    temporary file's handle, then renamed over ``target`` -- one round trip.
 
-    Uses paramiko's request plumbing (``_request``), which has no public
-    form for vendor extensions. Returns the final absolute path.
+    A symlink at ``target`` is replaced, never followed (a directory there
+    receives the file under ``name``). Uses paramiko's request plumbing
+    (``_request``), which has no public form for vendor extensions. Returns
+    the final absolute path.
     """
     kind, message = sftp._request(
         CMD_EXTENDED,
         "commit@fabns",
-        temp,
+        handle,
         target,
         name,
         KEEP if mode is None else mode,
@@ -155,13 +161,14 @@ def put(
         mode = stat.S_IMODE(os.stat(local_path).st_mode)
     uid, gid = _ownership(connection, owner, group)
     try:
-        if is_file_like:
-            _upload(sftp, local, temp, None, progress)  # type: ignore[arg-type]
-        else:
-            with open(local_path, "rb") as source:
-                size = os.fstat(source.fileno()).st_size
-                _upload(sftp, source, temp, size, progress)
-        target = _commit(sftp, temp, target, name, mode, uid, gid)
+        with sftp.open(temp, "wxb") as remote_file:  # exclusive: never an existing file or link
+            if is_file_like:
+                _upload(remote_file, local, temp, None, progress)  # type: ignore[arg-type]
+            else:
+                with open(local_path, "rb") as source:
+                    size = os.fstat(source.fileno()).st_size
+                    _upload(remote_file, source, temp, size, progress)
+            target = _commit(sftp, remote_file.handle, target, name, mode, uid, gid)
     except BaseException as error:
         with contextlib.suppress(Exception):
             sftp.remove(temp)
@@ -180,27 +187,26 @@ def put(
 
 
 def _upload(
-    sftp: paramiko.SFTPClient,
+    remote: paramiko.SFTPFile,
     source: IO[bytes],
     path: str,
     size: int | None,
     progress: Progress | None,
 ) -> None:
-    """Stream ``source`` into ``path`` with pipelined writes, then confirm.
+    """Stream ``source`` into the open ``remote`` file with pipelined writes, then confirm.
 
     paramiko drops the status of pipelined writes, so the final FSTAT is what
     reports a failed write (the helper repeats the first write error there).
     """
     sent = 0
-    with sftp.open(path, "wb") as remote:
-        remote.set_pipelined(True)
-        while chunk := source.read(32768):
-            remote.write(chunk)
-            sent += len(chunk)
-            if progress is not None:
-                progress(sent, size if size is not None else sent)
-        remote.flush()
-        written = remote.stat().st_size
+    remote.set_pipelined(True)
+    while chunk := source.read(32768):
+        remote.write(chunk)
+        sent += len(chunk)
+        if progress is not None:
+            progress(sent, size if size is not None else sent)
+    remote.flush()
+    written = remote.stat().st_size
     if written != sent:
         raise TransferFailed(errno.EIO, f"short write: {written} of {sent} bytes", path)
 
@@ -224,6 +230,16 @@ def _ownership(
     if gid is not None and gid not in book.gid_map:
         raise UnknownUser(f"group gid {gid} is not mapped in the user namespace of {book.where}")
     return uid, gid
+
+
+def _local_mode(remote_mode: int | None, preserve_mode: bool) -> int:
+    """Permissions for a downloaded file: the remote ones without setuid, setgid
+    or sticky bits (the container chose them), or the umask's default."""
+    if preserve_mode and remote_mode is not None:
+        return stat.S_IMODE(remote_mode) & 0o777
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def get(
@@ -269,10 +285,11 @@ def get(
         os.makedirs(os.path.dirname(path), exist_ok=True)
     temp = os.path.join(os.path.dirname(path), f"{TEMP_PREFIX}{secrets.token_hex(4)}")
     try:
-        with open(temp, "wb") as sink:
+        # exclusive and private until complete; never through a planted link
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as sink:
             sftp.getfo(source, sink, callback=progress)
-        if preserve_mode:
-            os.chmod(temp, stat.S_IMODE(info.st_mode or 0o644))
+            os.fchmod(sink.fileno(), _local_mode(info.st_mode, preserve_mode))
         os.replace(temp, path)
     except BaseException as error:
         if os.path.exists(temp):

@@ -183,6 +183,17 @@ def test_lxc_attach_needs_an_lxc_name(sshd, harness):
         open_connection(
             sshd, "root", pid=harness.containers["plain"].leader_pid, method="lxc-attach"
         ) as c,
-        pytest.raises(InvalidArgument, match="LXC container name"),
+        pytest.raises(InvalidArgument, match="LXC containers only"),
+    ):
+        c.run("true")
+
+
+def test_lxc_attach_refuses_a_podman_container(sshd, beds):
+    # a podman container is no LXC container, even if LXC had one of the same name
+    with (
+        open_connection(
+            sshd, "root", container="fabns-pod1", engine="podman", method="lxc-attach"
+        ) as c,
+        pytest.raises(InvalidArgument, match="LXC containers only"),
     ):
         c.run("true")

@@ -13,8 +13,10 @@ from hypothesis import strategies as st
 
 from fabns.accounts import AccountBook, IdMap, parse_group, parse_passwd
 from fabns.errors import InvalidArgument, UnknownUser
+from fabns.host import Elevation
 from fabns.markers import MarkerFilter
-from fabns.quoting import env_assignment, join, quote
+from fabns.quoting import env_assignment, join, quote, shell_path
+from fabns.ways import kill_group_command
 
 NO_NUL = st.text(alphabet=st.characters(blacklist_characters="\x00", codec="utf-8"))
 
@@ -59,7 +61,7 @@ class TestMarkers:
             before
             + b"\x1ffabns:pid:"
             + self.NONCE.encode()
-            + b":4242"
+            + b":4242:987654"
             + nl
             + b"\x1ffabns:ok:"
             + self.NONCE.encode()
@@ -73,7 +75,8 @@ class TestMarkers:
             pos += cut
         out += f.feed(stream[pos:]) + f.flush()
         assert out == before + after
-        assert f.entered and f.host_pid == 4242 and f.error is None
+        assert f.entered and f.host_pid == 4242 and f.host_start == "987654"
+        assert f.error is None
 
     def test_error_marker(self):
         f = MarkerFilter(self.NONCE)
@@ -84,6 +87,29 @@ class TestMarkers:
             1,
             "user",
         )
+
+    def test_markers_after_ok_are_the_containers_output(self):
+        f = MarkerFilter(self.NONCE)
+        n = self.NONCE.encode()
+        f.feed(b"\x1ffabns:pid:" + n + b":4242:99\n\x1ffabns:ok:" + n + b"\n")
+        forged = (
+            b"\x1ffabns:pid:" + n + b":777:1\n\x1ffabns:err:" + n + b":changed:0:x\n"
+            b"\x1ffabns:pw:" + n + b"\n"
+        )
+        assert f.feed(forged) + f.flush() == forged
+        assert (f.host_pid, f.host_start, f.error) == (4242, "99", None)
+        assert not f.password_requested
+
+    @pytest.mark.parametrize("fields", [b"1:5", b"0:5", b"12:", b"x:5", b"12:y"])
+    def test_pid_marker_never_names_init_or_garbage(self, fields):
+        f = MarkerFilter(self.NONCE)
+        f.feed(b"\x1ffabns:pid:" + self.NONCE.encode() + b":" + fields + b"\n")
+        assert f.host_pid is None and f.host_start is None
+
+    def test_password_request_marker(self):
+        f = MarkerFilter(self.NONCE)
+        out = f.feed(b"motd\n\x1ffabns:pw:" + self.NONCE.encode() + b"\n")
+        assert out == b"motd\n" and f.password_requested and not f.done
 
     def test_other_nonce_is_user_output(self):
         f = MarkerFilter(self.NONCE)
@@ -144,3 +170,52 @@ class TestAccounts:
             book().credentials("ghost", None, default_root=True)
         with pytest.raises(UnknownUser):
             book().credentials(None, "ghosts", default_root=True)
+
+
+class TestHostScripts:
+    def test_kill_checks_start_time_and_group(self):
+        script = kill_group_command(4242, "987654", "KILL")
+        assert "/proc/4242/stat" in script and '[ "${20}" = 987654 ]' in script
+        assert '[ "$3" -gt 1 ]' in script
+
+    @pytest.mark.parametrize("pid,start", [(1, "5"), (0, "5"), (12, "5; reboot"), (12, "")])
+    def test_kill_refuses_init_and_bad_start_times(self, pid, start):
+        with pytest.raises(ValueError):
+            kill_group_command(pid, start, "KILL")
+
+    @pytest.mark.parametrize(
+        "path,word",
+        [
+            ("/srv/my app", "'/srv/my app'"),
+            ("/tmp/$(touch x)", "'/tmp/$(touch x)'"),
+            ("~", "~"),
+            ("~/my app", "~/'my app'"),
+            ("-rf", "./-rf"),
+            ("~bob/x", "'~bob/x'"),
+        ],
+    )
+    def test_cd_paths_are_literal(self, path, word):
+        assert shell_path(path) == word
+
+    def test_elevation_never_shows_the_password(self):
+        elevation = Elevation("sudo-password", "/usr/bin/sudo", None, "s3cret")
+        assert "s3cret" not in repr(elevation)
+        assert "s3cret" not in elevation.wrap("true", ask="n0nce")
+
+
+class TestNumericUser:
+    def test_uid_without_passwd_entry_gets_nogroup_not_root(self):
+        creds = book().credentials(4321, None, default_root=True)
+        assert (creds.uid, creds.gid, creds.groups) == (4321, 65534, ())
+
+    def test_unmapped_nogroup_says_to_pass_gid(self):
+        with pytest.raises(UnknownUser, match="pass gid="):
+            book(gid_map="0 0 1000").credentials(999, None, default_root=True)
+
+    def test_unreadable_passwd_is_named(self):
+        damaged = AccountBook(
+            [], [], IdMap.parse("0 0 10"), IdMap.parse("0 0 10"), "t",
+            problems={"/etc/passwd": "not a regular file"},
+        )  # fmt: skip
+        with pytest.raises(UnknownUser, match="not a regular file"):
+            damaged.credentials("app", None, default_root=True)

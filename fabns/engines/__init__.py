@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from fabns.errors import (
     AmbiguousContainer,
@@ -25,11 +25,8 @@ from fabns.errors import (
     EngineUnavailable,
     ToolMissing,
 )
-from fabns.host import Elevation, HostResult, run_on_host
+from fabns.host import ENV, Elevation, HostResult, HostSession
 from fabns.quoting import join, quote
-
-if TYPE_CHECKING:
-    from fabns.connection import NamespaceConnection
 
 #: The order ``engine="auto"`` tries the engines installed on the host.
 AUTO_ORDER = ("machined", "lxc", "podman", "docker")
@@ -50,7 +47,7 @@ class Found:
 class Engine(ABC):
     """Base class of the engines: find a container's leader PID by name.
 
-    :param connection: the connection (its SSH session runs the lookups).
+    :param host: the host session that runs the lookups.
     :param owner: host user owning the container, or None for root's.
     """
 
@@ -59,8 +56,8 @@ class Engine(ABC):
     #: The host program whose presence means the engine is installed.
     tool: ClassVar[str]
 
-    def __init__(self, connection: NamespaceConnection, owner: str | None) -> None:
-        self.connection = connection
+    def __init__(self, host: HostSession, owner: str | None) -> None:
+        self.host = host
         self.owner = owner
 
     @abstractmethod
@@ -72,36 +69,47 @@ class Engine(ABC):
 
     def run(self, argv: list[str], *, as_owner: bool = True, root: bool = True) -> HostResult:
         """Run a lookup on the host: as the owner (with the owner's runtime
-        directory and bus) when there is one, else as root when ``root``."""
-        connection = self.connection
-        command = join(argv)
-        me = connection.host_account()
+        directory and bus) when there is one, else as root when ``root``.
+
+        ``argv[0]`` is a tool name, run by its absolute path with the fixed
+        host environment; root needs no sudo.
+        """
+        host = self.host
+        facts = host.facts()
+        path = host.tool(argv[0])
+        if path is None:
+            raise ToolMissing(f"{argv[0]} is not installed on {host.name}")
+        command = join([path, *argv[1:]])
         if self.owner is not None and as_owner:
-            uid = connection.host_uid_of(self.owner)
+            uid, home = host.account(self.owner)
             env = join(
                 [
-                    "env",
+                    ENV,
+                    f"HOME={home}",
                     f"XDG_RUNTIME_DIR=/run/user/{uid}",
                     f"DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/{uid}/bus",
                 ]
             )
-            if self.owner == me.name:
-                return self._checked(run_on_host(connection, f"{env} {command}"))
+            if self.owner == facts.name:
+                return self._checked(host.run(f"{env} {command}"))
+            runuser = host.tool("runuser")
+            if runuser is None:
+                raise ToolMissing(f"runuser is not installed on {host.name} (owner=)")
             # from /: the owner may not enter the SSH user's working directory
-            command = f"cd / && runuser -u {quote(self.owner)} -- {env} {command}"
-            return self._checked(run_on_host(connection, command, connection.host_elevation()))
-        if root and me.uid != 0:
-            return self._checked(run_on_host(connection, command, connection.host_elevation()))
-        return self._checked(run_on_host(connection, command))
+            command = f"cd / && {quote(runuser)} -u {quote(self.owner)} -- {env} {command}"
+            return self._checked(host.run_as_root(command))
+        if root and facts.uid != 0:
+            return self._checked(host.run_as_root(command))
+        return self._checked(host.run(command))
 
     def _checked(self, result: HostResult) -> HostResult:
         err = result.stderr.strip()
         if err.startswith("sudo:") and result.exited == 1:
             raise ElevationRequired(
-                f"looking up {self.name} containers on {self.connection.host} needs root: {err}"
+                f"looking up {self.name} containers on {self.host.name} needs root: {err}"
             )
         if result.exited == 127 and "not found" in err:
-            raise ToolMissing(f"{self.tool} is not installed on {self.connection.host}: {err}")
+            raise ToolMissing(f"{self.tool} is not installed on {self.host.name}: {err}")
         return result
 
 
@@ -114,36 +122,33 @@ def engines() -> dict[str, type[Engine]]:
     return {engine.name: engine for engine in (Machined, Lxc, Podman, Docker)}
 
 
-def find_leader(
-    connection: NamespaceConnection, name: str, engine: str, owner: str | None
-) -> Found:
+def find_leader(host: HostSession, name: str, engine: str, owner: str | None) -> Found:
     """Resolve ``name`` with ``engine`` (or every installed one, for ``"auto"``)."""
     table = engines()
     if engine != "auto":
         tool = table[engine].tool
-        if not connection.host_tools([tool]).get(tool):
+        if not host.tool(tool):
             raise ToolMissing(
-                f'engine="{engine}" needs {tool}, which is not installed on {connection.host}'
+                f'engine="{engine}" needs {tool}, which is not installed on {host.name}'
             )
-        found = table[engine](connection, owner).find(name)
+        found = table[engine](host, owner).find(name)
         if found is None:
             raise ContainerNotFound(
-                f"no {engine} container {name!r} on {connection.host}"
+                f"no {engine} container {name!r} on {host.name}"
                 + (f" owned by {owner}" if owner else "")
             )
         return found
-    installed = connection.host_tools([table[e].tool for e in AUTO_ORDER])
-    tried = [e for e in AUTO_ORDER if installed.get(table[e].tool)]
+    tried = [e for e in AUTO_ORDER if host.tool(table[e].tool)]
     if not tried:
         raise ToolMissing(
-            f"no container engine on {connection.host} (looked for "
+            f"no container engine on {host.name} (looked for "
             f"{', '.join(table[e].tool for e in AUTO_ORDER)})"
         )
     hits: list[Found] = []
     unavailable: list[str] = []
     for engine_name in tried:
         try:
-            hit = table[engine_name](connection, owner).find(name)
+            hit = table[engine_name](host, owner).find(name)
         except EngineUnavailable as error:
             unavailable.append(f"{engine_name}: {error}")
             continue
@@ -151,13 +156,13 @@ def find_leader(
             hits.append(hit)
     if len(hits) > 1:
         raise AmbiguousContainer(
-            f"{name!r} on {connection.host} is known to "
+            f"{name!r} on {host.name} is known to "
             + " and ".join(f"{h.engine} (PID {h.pid})" for h in hits)
             + "; pass engine= to choose"
         )
     if not hits:
         raise ContainerNotFound(
-            f"no container {name!r} on {connection.host}"
+            f"no container {name!r} on {host.name}"
             + (f" owned by {owner}" if owner else "")
             + f" (asked {', '.join(tried)})"
             + (f"; unavailable: {'; '.join(unavailable)}" if unavailable else "")

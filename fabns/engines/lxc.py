@@ -27,14 +27,10 @@ class Lxc(Engine):
     def find(self, name: str) -> Found | None:
         result = self.run(["lxc-ls", "-1fFNAME,PID"])
         if result.exited != 0:
-            raise EngineUnavailable(
-                f"lxc-ls failed on {self.connection.host}: {result.stderr.strip()}"
-            )
+            raise EngineUnavailable(f"lxc-ls failed on {self.host.name}: {result.stderr.strip()}")
         pid = parse_lxc_ls(result.stdout).get(name)
         if pid is None:
             return None
         if not pid.isdigit():
-            raise ContainerStopped(
-                f"lxc container {name!r} on {self.connection.host} is not running"
-            )
+            raise ContainerStopped(f"lxc container {name!r} on {self.host.name} is not running")
         return Found(self.name, name, int(pid), self.owner)

@@ -23,7 +23,7 @@ class Machined(Engine):
             if "No machine" in result.stderr or "not known" in result.stderr:
                 return None
             raise EngineUnavailable(
-                f"machinectl could not look up {name!r} on {self.connection.host}: "
+                f"machinectl could not look up {name!r} on {self.host.name}: "
                 f"{result.stderr.strip()}"
             )
         if not text.isdigit() or int(text) <= 0:

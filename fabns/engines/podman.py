@@ -23,13 +23,13 @@ class Podman(Engine):
             if "no such" in err or "not found" in err:
                 return None
             raise EngineUnavailable(
-                f"{self.tool} inspect failed on {self.connection.host}: {result.stderr.strip()}"
+                f"{self.tool} inspect failed on {self.host.name}: {result.stderr.strip()}"
             )
         if not text.isdigit():
             raise EngineUnavailable(f"{self.tool} inspect printed {text!r} for {name!r}")
         if int(text) == 0:
             raise ContainerStopped(
-                f"{self.name} container {name!r} on {self.connection.host} is not running"
+                f"{self.name} container {name!r} on {self.host.name} is not running"
             )
         return Found(self.name, name, int(text), self.owner)
 

@@ -1,11 +1,14 @@
 """``method="lxc-attach"``: LXC's own attach, also for containers of an unprivileged owner.
 
 For root's containers this is ``lxc-attach -n NAME --clear-env`` with the
-container's environment set explicitly. For a container owned by another user
+container's environment set explicitly (``--set-var``: data for lxc-attach to
+set inside, never its own environment). For a container owned by another user
 it is Consfigurator's route: ``systemd-run --user --scope --quiet -p
 Delegate=yes lxc-attach ...`` run as the owner (``runuser`` when the SSH user
-is someone else), so the attached process lands in a cgroup the owner may
-use. The same guard as nsenter re-verifies the leader first.
+is someone else), so the attached process lands in a cgroup the owner may use.
+The same guard as nsenter re-verifies the leader first, and every program is
+run by absolute path with the fixed host environment. lxc-attach makes itself
+non-dumpable while it attaches, so it is safe for user-namespaced containers.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from fabns.errors import InvalidArgument
+from fabns.host import ENV
 from fabns.quoting import join
 from fabns.ways import Call, ShellWayIn
 
@@ -21,13 +25,16 @@ class LxcAttach(ShellWayIn):
     """Enter with ``lxc-attach``."""
 
     name: ClassVar[str] = "lxc-attach"
-    tools: ClassVar[tuple[str, ...]] = ("lxc-attach",)
+    tools: ClassVar[tuple[str, ...]] = ("lxc-attach", "readlink")
+    error_prefix: ClassVar[str | None] = "lxc-attach: "
 
     def attach_argv(self, call: Call) -> list[str]:
         leader = self.leader
-        if not leader.name:
-            raise InvalidArgument('method="lxc-attach" needs an LXC container name, not a PID')
-        argv = ["lxc-attach", "-n", leader.name, "--clear-env"]
+        if not leader.name or leader.engine != "lxc":
+            raise InvalidArgument(
+                f'method="lxc-attach" enters LXC containers only, not {leader.describe()}'
+            )
+        argv = [self.tool("lxc-attach"), "-n", leader.name, "--clear-env"]
         for key, value in sorted(call.environment.items()):
             argv += ["--set-var", f"{key}={value}"]
         creds = call.credentials
@@ -40,17 +47,18 @@ class LxcAttach(ShellWayIn):
             return argv
         uid = leader.owner_uid
         env = [
-            "env",
+            ENV,
+            f"HOME={leader.owner_home}",
             f"XDG_RUNTIME_DIR=/run/user/{uid}",
             f"DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/{uid}/bus",
         ]
-        scope = ["systemd-run", "--user", "--scope", "--quiet", "-p", "Delegate=yes"]
+        scope = [self.tool("systemd-run"), "--user", "--scope", "--quiet", "-p", "Delegate=yes"]
         argv = [*env, *scope, *argv]
         if owner != self.host_user:
-            argv = ["runuser", "-u", owner, "--", *argv]
+            argv = [self.tool("runuser"), "-u", owner, "--", *argv]
         return argv
 
     def command(self, call: Call) -> str:
         # from /: an owner switched to with runuser may not enter our working directory
-        tool = f"{join(self.attach_argv(call))} -- {self.inner_command(call)}"
+        tool = f"{join(self.attach_argv(call))} -- {self.inner_command(call, environment=False)}"
         return "cd / && " + self.host_script(tool)

@@ -1,19 +1,26 @@
 """``method="nsenter"``: util-linux nsenter(1) on the host.
 
-The host side is a short POSIX shell script: it re-verifies the leader (start
-time and every namespace inode) and only then execs ``nsenter`` with the
-flags for exactly the namespaces that differ, ``--preserve-credentials``
-where the target userns denies setgroups, ``-S/-G`` for the credentials, and
-an environment cleared with ``env -i`` down to the container's own. Inside,
-a fixed script reports that it entered, changes to the user's home and runs
-the command with the user's shell.
+The host side is a short POSIX shell script with the fixed host environment:
+it re-verifies the leader (start time and every namespace inode), reports
+``pid`` and ``ok``, and only then execs ``/usr/bin/nsenter`` (absolute) with
+the flags for exactly the namespaces that differ, ``--preserve-credentials``
+where the target userns denies setgroups, and ``-S/-G`` for the credentials.
+nsenter runs with nothing but the fixed environment. Inside, a fixed script
+exports the container's environment (passed as arguments), changes to the
+user's home and runs the command with the user's shell.
+
+Safe where: entering namespaces *without* a new user namespace (root into a
+plain container). When it joins a user namespace, util-linux forks into the
+target PID namespace as the entering uid, dumpable and holding fds, before it
+switches credentials: container root can ptrace that window. ``method="auto"``
+therefore never picks nsenter for a target in another user namespace.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from fabns.quoting import env_assignment, join
+from fabns.quoting import join
 from fabns.ways import Call, ShellWayIn
 
 FLAGS = {
@@ -32,11 +39,12 @@ class Nsenter(ShellWayIn):
     """Enter with ``nsenter -t PID`` and explicit namespace flags."""
 
     name: ClassVar[str] = "nsenter"
-    tools: ClassVar[tuple[str, ...]] = ("nsenter",)
+    tools: ClassVar[tuple[str, ...]] = ("nsenter", "readlink")
+    error_prefix: ClassVar[str | None] = "nsenter: "
 
     def nsenter_argv(self, call: Call) -> list[str]:
         leader = self.leader
-        argv = ["nsenter", "-t", str(leader.pid)]
+        argv = [self.tool("nsenter"), "-t", str(leader.pid)]
         argv += [FLAGS[ns] for ns in leader.differing if ns in FLAGS]
         argv.append("-r")
         if leader.new_userns and leader.setgroups == "deny":
@@ -49,7 +57,4 @@ class Nsenter(ShellWayIn):
         return argv
 
     def command(self, call: Call) -> str:
-        env = " ".join(env_assignment(k, v) for k, v in sorted(call.environment.items()))
-        return self.host_script(
-            f"env -i {env} {join(self.nsenter_argv(call))} -- {self.inner_command(call)}"
-        )
+        return self.host_script(f"{join(self.nsenter_argv(call))} -- {self.inner_command(call)}")

@@ -1,8 +1,10 @@
 """``method="setns"``: the pushed Python helper calls setns(2) itself.
 
 Works wherever nsenter's fixed rules do not (unprivileged owners, containers
-that share some namespaces with the host) and sets supplementary groups the
-way a login does. See ``fabns/_helper.py`` for what it does on the host.
+that share some namespaces with the host), sets supplementary groups the way a
+login does, and is safe for user-namespaced containers: it is non-dumpable
+from before it opens the target until it execs the command, and closes every
+host descriptor first. See ``fabns/_helper.py`` for what it does on the host.
 """
 
 from __future__ import annotations
