@@ -26,17 +26,8 @@ APP_USER = "app"
 
 def connections(hosts: str) -> Iterator[NamespaceConnection]:
     """One connection per ``[user@]host[:port]/container`` (or ``/pid:N``) target."""
-    for spec in filter(None, hosts.split(",")):
-        address, _, name = spec.partition("/")
-        kwargs: dict[str, object] = {}
-        if name.startswith("pid:"):
-            kwargs["pid"] = int(name[4:])
-        else:
-            kwargs["container"] = name
-        user, _, hostport = address.rpartition("@")
-        host, _, port = hostport.partition(":")
-        yield NamespaceConnection(host, user=user or None, port=int(port) if port else None,
-                                  **kwargs)  # fmt: skip
+    for target in filter(None, hosts.split(",")):
+        yield NamespaceConnection.from_spec(target)
 
 
 def status(c: Connection) -> str:

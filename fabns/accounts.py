@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fabns.errors import InvalidArgument, UnknownUser
+from fabns.quoting import check_env_name, check_text
 
 ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 USER_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -19,6 +20,11 @@ NO_LOGIN_SHELLS = ("false", "nologin", "sync", "halt", "shutdown")
 #: The group of a numeric uid that has no passwd entry: the overflow group
 #: ("nogroup"), never root's group 0.
 NO_GROUP = 65534
+
+
+def is_number(text: str) -> bool:
+    """``text`` is a plain decimal number: ASCII digits only (superscripts are names)."""
+    return text.isascii() and text.isdecimal()
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,8 @@ def _check_id(value: int | str, what: str) -> int | str:
         raise InvalidArgument(f"{what} out of range: {value}")
     if isinstance(value, str) and (not value or "\x00" in value or ":" in value):
         raise InvalidArgument(f"not a valid {what}: {value!r}")
+    if isinstance(value, str):
+        check_text(value, what)
     return value
 
 
@@ -157,7 +165,7 @@ class AccountBook:
         for account in self.accounts:
             if (isinstance(user, int) and account.uid == user) or account.name == user:
                 return account
-        if isinstance(user, str) and user.isdigit():
+        if isinstance(user, str) and is_number(user):
             return self.account(int(user))
         return None
 
@@ -167,7 +175,7 @@ class AccountBook:
         for entry in self.groups:
             if entry.name == group:
                 return entry.gid
-        if group.isdigit():
+        if is_number(group):
             return int(group)
         raise UnknownUser(
             f"no group {group!r} in /etc/group of {self.where}{self._why('/etc/group')}"
@@ -193,7 +201,7 @@ class AccountBook:
             uid = 0
         if uid is not None:
             account = self.account(uid)
-            if account is None and isinstance(uid, str) and not uid.isdigit():
+            if account is None and isinstance(uid, str) and not is_number(uid):
                 raise UnknownUser(
                     f"no user {uid!r} in /etc/passwd of {self.where}{self._why('/etc/passwd')}"
                 )
@@ -218,6 +226,11 @@ class AccountBook:
                 f"(gid_map: {self._ranges(self.gid_map)}){hint}"
             )
         groups: tuple[int, ...] | None = None
+        if account is not None and account.uid != 0 and "/etc/group" in self.problems:
+            raise UnknownUser(
+                f"cannot work out the groups of {account.name!r} in {self.where}"
+                f"{self._why('/etc/group')}"
+            )
         if account is not None:
             groups = self.supplementary(account)
             if gid is not None and gid_number is not None:
@@ -239,8 +252,24 @@ class AccountBook:
 def merge_environment(
     container: Mapping[str, str], credentials: Credentials, extra: Mapping[str, object]
 ) -> dict[str, str]:
-    """The container's environment, the login variables, then the caller's ``env``."""
-    env = {k: v for k, v in container.items() if k not in LOGIN_VARIABLES}
+    """The container's environment, the login variables, then the caller's ``env``.
+
+    The caller's names must be valid (`InvalidArgument` otherwise); entries of
+    the container's own environment that no shell could export (odd names,
+    bytes that are no text) are left out.
+    """
+    env = {k: v for k, v in container.items() if k not in LOGIN_VARIABLES and _exportable(k, v)}
     env.update(credentials.login_environment())
-    env.update({str(k): str(v) for k, v in extra.items()})
+    for key, value in extra.items():
+        check_env_name(key)
+        env[key] = check_text(str(value), f"the value of {key}")
     return env
+
+
+def _exportable(name: str, value: str) -> bool:
+    try:
+        check_env_name(name)
+        check_text(value, "a value")
+    except InvalidArgument:
+        return False
+    return True

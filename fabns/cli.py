@@ -20,7 +20,6 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import IO, Any
 
 from fabns import __version__
@@ -34,39 +33,6 @@ examples:
   fabns -H web1/pid:4242,web2/pid:77 --method setns -- id
   sudo fabns demo                              end-to-end demo on this machine
 """
-
-
-@dataclass(frozen=True)
-class Target:
-    """One ``[user@]host[:port][/container]`` from the command line."""
-
-    user: str | None
-    host: str
-    port: int | None
-    container: str | None
-    pid: int | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> Target:
-        address, _, container = text.partition("/")
-        user, _, hostport = address.rpartition("@")
-        host, _, port = hostport.partition(":")
-        if not host:
-            raise ValueError(f"no host in {text!r}")
-        if port and not port.isdigit():
-            raise ValueError(f"bad port in {text!r}")
-        number = (port and int(port)) or None
-        if container.startswith("pid:"):
-            if not container[4:].isdigit():
-                raise ValueError(f"bad PID in {text!r}")
-            return cls(user or None, host, number, None, int(container[4:]))
-        return cls(user or None, host, number, container or None)
-
-    def label(self, pid: int | None) -> str:
-        where = self.host if self.port is None else f"{self.host}:{self.port}"
-        if self.container:
-            return f"{where}/{self.container}"
-        return f"{where}/pid:{self.pid or pid}"
 
 
 def add_connection_options(parser: argparse.ArgumentParser) -> None:
@@ -98,7 +64,27 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def connect(target: Target, args: argparse.Namespace) -> Any:
+def target_spec(text: str, args: argparse.Namespace) -> Any:
+    """The `~fabns.spec.TargetSpec` for one command-line target and the flags."""
+    from fabns.spec import TargetSpec
+
+    return TargetSpec.parse(
+        text,
+        pid=args.pid,
+        engine=args.engine,
+        owner=args.owner,
+        method=args.method,
+        uid=_id(args.ns_user),
+        gid=_id(args.ns_group),
+    )
+
+
+def label(spec: Any) -> str:
+    """How output lines of a target are prefixed: ``host[:port]/container``."""
+    return str(spec.replace(user=None))
+
+
+def connect(spec: Any, args: argparse.Namespace) -> Any:
     """A `NamespaceConnection` for one command-line target."""
     from fabns import Config, NamespaceConnection
 
@@ -111,28 +97,13 @@ def connect(target: Target, args: argparse.Namespace) -> Any:
     connect_kwargs: dict[str, Any] = {}
     if args.identity:
         connect_kwargs["key_filename"] = args.identity
-    pid = target.pid or args.pid
-    if target.container is None and pid is None:
-        raise ValueError(f"{target.host}: name a container (host/name, host/pid:N) or give --pid")
-    return NamespaceConnection(
-        target.host,
-        user=target.user,
-        port=target.port,
-        config=config,
-        connect_kwargs=connect_kwargs,
-        connect_timeout=args.connect_timeout,
-        pid=None if target.container else pid,
-        container=target.container,
-        engine=args.engine,
-        owner=args.owner,
-        method=args.method,
-        uid=_id(args.ns_user),
-        gid=_id(args.ns_group),
+    return NamespaceConnection.from_spec(
+        spec, config=config, connect_kwargs=connect_kwargs, connect_timeout=args.connect_timeout
     )
 
 
 def _id(value: str | None) -> int | str | None:
-    return int(value) if value is not None and value.isdigit() else value
+    return int(value) if value is not None and value.isascii() and value.isdecimal() else value
 
 
 def shell_main(argv: Sequence[str]) -> int:
@@ -148,8 +119,7 @@ def shell_main(argv: Sequence[str]) -> int:
     from fabns import NamespaceError
 
     try:
-        target = Target.parse(args.target)
-        with connect(target, args) as c:
+        with connect(target_spec(args.target, args), args) as c:
             result = c.shell()
     except (NamespaceError, ValueError) as error:
         print(f"fabns: {error}", file=sys.stderr)
@@ -212,22 +182,22 @@ def run_main(argv: Sequence[str]) -> int:
     lock = threading.Lock()
     failures: list[str] = []
     targets = [t for t in args.hosts.split(",") if t]
-    for spec in targets:
-        label = spec
+    for text_target in targets:
+        name = text_target
         try:
-            target = Target.parse(spec)
-            label = target.label(args.pid)
-            out = Prefixed(sys.stdout, f"[{label}] ", lock)
-            err = Prefixed(sys.stderr, f"[{label}] ", lock)
-            with connect(target, args) as c:
+            spec = target_spec(text_target, args)
+            name = label(spec)
+            out = Prefixed(sys.stdout, f"[{name}] ", lock)
+            err = Prefixed(sys.stderr, f"[{name}] ", lock)
+            with connect(spec, args) as c:
                 result = c.run(text, warn=True, out_stream=out, err_stream=err, in_stream=False)
             out.flush()
             err.flush()
             if result.exited != 0:
-                failures.append(f"{label} (exit {result.exited})")
+                failures.append(f"{name} (exit {result.exited})")
         except (NamespaceError, ValueError, OSError) as error:
-            print(f"[{label}] fabns: {error}", file=sys.stderr)
-            failures.append(f"{label} ({type(error).__name__})")
+            print(f"[{name}] fabns: {error}", file=sys.stderr)
+            failures.append(f"{name} ({type(error).__name__})")
     if failures:
         print(
             f"fabns: {len(failures)} of {len(targets)} targets failed: {', '.join(failures)}",

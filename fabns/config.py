@@ -12,6 +12,8 @@ from typing import Any
 
 from fabric import Config as FabricConfig
 
+from fabns.runner import NamespaceRemote
+
 
 class Config(FabricConfig):  # type: ignore[misc]
     """`fabric.Config` plus the ``fabns`` defaults.
@@ -23,7 +25,26 @@ class Config(FabricConfig):  # type: ignore[misc]
     def global_defaults() -> dict[str, Any]:
         defaults: dict[str, Any] = FabricConfig.global_defaults()
         defaults["fabns"] = {"python": "python3", "host_timeout": 60}
+        defaults["runners"]["remote"] = NamespaceRemote
         return defaults
+
+
+def as_fabns_config(config: Any) -> Config:
+    """``config`` as a `Config` with the shell environment loaded.
+
+    ``None`` makes a new one (Fabric's config files load as usual); a plain
+    Fabric or Invoke config is cloned into a `Config`, so the ``fabns`` subtree
+    and its defaults exist. ``FABRIC_*`` variables (``FABRIC_FABNS_PYTHON``,
+    ``FABRIC_SUDO_PASSWORD``...) are loaded in every case, below explicit
+    overrides as always.
+    """
+    if config is None:
+        config = Config()
+    elif not isinstance(config, Config):
+        config = config.clone(into=Config)
+    config.load_shell_env()
+    assert isinstance(config, Config)
+    return config
 
 
 def fabns_setting(config: Any, key: str, default: str) -> str:

@@ -1,12 +1,14 @@
-"""Build the command line that runs the pushed helper (``fabns/_helper.py``).
+"""Build the command line that runs the pushed helper (the `fabns.remote` package).
 
 The helper travels inside the command itself -- compressed, base64, passed to
 ``python3 -c`` -- so nothing is written on the host or in the container, and
-stdin stays free for the user's command.
+stdin stays free for the user's command. Each mode gets a program of only the
+modules it needs (`PROGRAMS`), assembled as `fabns.remote` describes.
 """
 
 from __future__ import annotations
 
+import ast
 import base64
 import functools
 import json
@@ -16,11 +18,70 @@ from importlib import resources
 
 from fabns.quoting import join
 
+#: The modules of each mode's program, in dependency order.
+PROGRAMS: Mapping[str, tuple[str, ...]] = {
+    "probe": ("protocol", "enter", "probe", "main"),
+    "exec": ("protocol", "enter", "main"),
+    "sftp": ("protocol", "enter", "sftp", "main"),
+}
+
+
+def _module_source(name: str) -> str:
+    return resources.files("fabns.remote").joinpath(f"{name}.py").read_text("utf-8")
+
+
+def _without_sibling_imports(name: str, source: str, earlier: tuple[str, ...]) -> str:
+    """``source`` without its ``from .X import ...`` statements, checked against the rules."""
+    tree = ast.parse(source, f"fabns/remote/{name}.py")
+    top = {id(node) for node in tree.body}
+    lines = source.splitlines(keepends=True)
+    dropped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            if (
+                id(node) not in top
+                or node.level != 1
+                or node.module not in earlier
+                or any(alias.asname for alias in node.names)
+            ):
+                raise ValueError(
+                    f"fabns/remote/{name}.py:{node.lineno}: a sibling import must be "
+                    f"'from .X import NAME, ...' at top level (no 'as'), X one of {earlier}"
+                )
+            assert node.end_lineno is not None
+            dropped.update(range(node.lineno - 1, node.end_lineno))
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names.append(node.module or "")
+            if any(n == "fabns" or n.startswith("fabns.") for n in names):
+                raise ValueError(f"fabns/remote/{name}.py:{node.lineno}: imports from fabns")
+    for node in tree.body:  # a dropped line must hold nothing else
+        first, last = node.lineno - 1, (node.end_lineno or node.lineno) - 1
+        kept = not (isinstance(node, ast.ImportFrom) and node.level)
+        if kept and (first in dropped or last in dropped):
+            raise ValueError(f"fabns/remote/{name}.py:{node.lineno}: shares a line with an import")
+    return "".join(line for number, line in enumerate(lines) if number not in dropped)
+
 
 @functools.cache
-def _bootstrap() -> str:
-    source = resources.files("fabns").joinpath("_helper.py").read_bytes()
-    packed = base64.b64encode(zlib.compress(source, 9)).decode("ascii")
+def program(mode: str) -> str:
+    """The helper's source for ``mode``: its modules in order, sibling imports dropped."""
+    try:
+        modules = PROGRAMS[mode]
+    except KeyError:
+        raise ValueError(f"no helper mode {mode!r}") from None
+    parts = [
+        f"# fabns.remote.{name}\n"
+        + _without_sibling_imports(name, _module_source(name), modules[:index])
+        for index, name in enumerate(modules)
+    ]
+    return "\n\n".join(parts)
+
+
+@functools.cache
+def _bootstrap(mode: str) -> str:
+    packed = base64.b64encode(zlib.compress(program(mode).encode("utf-8"), 9)).decode("ascii")
     return f"import base64,zlib;exec(zlib.decompress(base64.b64decode('{packed}')))"
 
 
@@ -32,7 +93,11 @@ def encode_request(request: Mapping[str, object]) -> str:
 def helper_command(python: str, request: Mapping[str, object]) -> str:
     """Shell command that runs the helper with ``python`` on the request.
 
+    The program sent is the one for ``request["mode"]`` (see `PROGRAMS`).
     ``-I``: no ``PYTHON*`` variables, no user site, no script directory on the
     path; ``-S``: no ``site`` import (faster; the helper needs only the stdlib).
     """
-    return join([python, "-I", "-S", "-c", _bootstrap(), encode_request(request)])
+    mode = request.get("mode")
+    if not isinstance(mode, str):
+        raise ValueError(f"no helper mode {mode!r}")
+    return join([python, "-I", "-S", "-c", _bootstrap(mode), encode_request(request)])

@@ -12,12 +12,14 @@ only gives them their privilege wrapper.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from fabns.errors import ElevationRequired, HelperError, HostTimeout, UnknownUser
 from fabns.markers import PRINTF_PREFIX
-from fabns.quoting import join, quote
+from fabns.quoting import exact_bytes, join, quote
+from fabns.remote.protocol import MARKER_PASSWORD
 
 #: Where host programs are looked up, in order; never the SSH session's PATH.
 TOOL_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
@@ -90,21 +92,23 @@ class Elevation:
         # -k: always read the password (a cached timestamp would leave it on stdin)
         return [self.sudo, "-k", "-S", "-p", SUDO_PROMPT, "--", *inner]
 
-    def wrap(self, script: str, *, ask: str | None = None) -> str:
+    def wrap(self, script: str, *, args: Sequence[str] = (), ask: str | None = None) -> str:
         """The command line for the SSH channel.
 
+        :param args: the script's ``"$@"`` (quoted once, here).
         :param ask: the marker nonce of a user command. With a password, the
             host side then turns off the terminal's echo (if stdin is one),
             prints a ``pw`` marker and only then reads the password; the client
             sends it when it sees that marker. Echo is restored before entering.
         """
+        positional = ["fabns", *args] if args else []
         if self.mode != "sudo-password" or ask is None:
-            return "exec " + join(self.argv(script))
+            return "exec " + join([*self.argv(script), *positional])
         stty = quote(self.stty) if self.stty else ":"
         script = f"[ -t 0 ] && {stty} echo; {script}"
         return (
-            f"[ -t 0 ] && {stty} -echo; printf '{PRINTF_PREFIX}pw:{ask}\\n'; "
-            f"exec {join(self.argv(script))}"
+            f"[ -t 0 ] && {stty} -echo; printf '{PRINTF_PREFIX}{MARKER_PASSWORD}:{ask}\\n'; "
+            f"exec {join([*self.argv(script), *positional])}"
         )
 
 
@@ -228,7 +232,7 @@ class HostSession:
         """
         channel = self.connection.create_session()
         channel.settimeout(self.timeout)
-        channel.exec_command(elevation.wrap(script))
+        channel.exec_command(exact_bytes(elevation.wrap(script)))
         if elevation.mode == "sudo-password":
             channel.sendall(f"{elevation.password}\n".encode())
         return channel

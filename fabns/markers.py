@@ -27,9 +27,23 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-PREFIX = b"\x1ffabns:"
+from fabns.remote.protocol import (
+    MARKER_KINDS,
+    MARKER_OK,
+    MARKER_PASSWORD,
+    MARKER_PID,
+    MARKER_PREFIX_BYTES,
+)
+
+PREFIX = MARKER_PREFIX_BYTES
 #: `PREFIX` as a printf(1) format (``\\037`` is the unit separator byte).
 PRINTF_PREFIX = "\\037" + PREFIX[1:].decode()
+#: A marker line up to its nonce: the prefix and the kind (group 1).
+_HEAD = re.escape(PREFIX) + b"(" + b"|".join(re.escape(k.encode()) for k in MARKER_KINDS) + b"):"
+
+
+def _number(text: str) -> bool:
+    return text.isascii() and text.isdecimal()
 
 
 @dataclass
@@ -44,9 +58,7 @@ class MarkerFilter:
 
     def __init__(self, nonce: str) -> None:
         self.nonce = nonce
-        self._pattern = re.compile(
-            rb"\x1ffabns:(pw|pid|ok|err):" + re.escape(nonce.encode()) + rb"(?::([^\r\n]*))?\r?\n"
-        )
+        self._pattern = re.compile(_HEAD + re.escape(nonce.encode()) + rb"(?::([^\r\n]*))?\r?\n")
         self._buffer = b""
         self.done = False
         self.entered = False
@@ -86,20 +98,20 @@ class MarkerFilter:
         return rest
 
     def _record(self, kind: str, fields: str) -> None:
-        if kind == "pw":
+        if kind == MARKER_PASSWORD:
             self.password_requested = True
-        elif kind == "pid":
+        elif kind == MARKER_PID:
             pid, _, start = fields.partition(":")
             # never a PID the kernel or init owns: a group <= 1 is never signalled
-            if pid.isdigit() and int(pid) > 1 and start.isdigit():
+            if _number(pid) and int(pid) > 1 and _number(start):
                 self.host_pid, self.host_start = int(pid), start
-        elif kind == "ok":
+        elif kind == MARKER_OK:
             self.entered = True
             self.done = True
-        else:
+        else:  # MARKER_ERROR
             step, _, rest = fields.partition(":")
             number, _, detail = rest.partition(":")
-            self.error = EntryError(step, int(number) if number.isdigit() else 0, detail)
+            self.error = EntryError(step, int(number) if _number(number) else 0, detail)
             self.done = True
 
     @staticmethod

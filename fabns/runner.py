@@ -16,26 +16,32 @@ password reach the container.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import signal
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import Any
 
 from fabric.runners import Remote, cares_about_SIGWINCH
 from invoke.terminals import pty_size
 
-from fabns.errors import NamespaceError
-from fabns.failures import from_exit, from_marker, tool_failure
+from fabns.host import Elevation
 from fabns.markers import MarkerFilter
-from fabns.ways import kill_group_command
+from fabns.quoting import exact_bytes
+from fabns.session import TargetSession
 
-if TYPE_CHECKING:
-    from fabns.connection import NamespaceConnection
-    from fabns.host import Elevation
+#: Seconds a kill waits for the host side's markers of a command just sent.
+ENTRY_WAIT = 10.0
 
 
 class NamespaceRemote(Remote):  # type: ignore[misc]
-    """Run one command inside a `NamespaceConnection`'s target.
+    """Run one command inside the target of its context (a `NamespaceConnection`).
+
+    Selected through Fabric's ``runners.remote`` config (`fabns.Config` sets
+    it). It needs from its context only what Fabric's runner does
+    (``create_session``) plus ``target_session``, the resolved
+    `~fabns.session.TargetSession`.
 
     .. versionadded:: 0.1
     """
@@ -43,40 +49,62 @@ class NamespaceRemote(Remote):  # type: ignore[misc]
     #: Set by the connection before `run`: (uid, gid) override and explicit shell.
     call_options: dict[str, Any]
     markers: MarkerFilter
-    context: NamespaceConnection
-    elevation: Elevation | None
+    session: TargetSession
+    elevation: Elevation
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.call_options = {}
-        self.markers = MarkerFilter(self.context.fabns_nonce)
-        self.elevation = None
+        self.session = self.context.target_session
+        self.elevation = self.session.elevation
+        self.markers = MarkerFilter(self.session.nonce)
         self._stdin_open = threading.Event()
         self._password_sent = False
+        self._timer_fired = False
+        self._sent = False
+        self._markers_done = threading.Event()
 
     def start(self, command: str, shell: str, env: dict[str, Any], timeout: Any = None) -> None:
-        connection = self.context
-        script = connection.command_script(command, env, **self.call_options)
-        self.elevation = connection.elevation
+        host_command = self.session.command_script(command, env, **self.call_options)
         if self.elevation.mode != "sudo-password":
             self._stdin_open.set()
-        self.channel = connection.create_session()
+        self.channel = self.context.create_session()
         if self.using_pty:
             cols, rows = pty_size()
             self.channel.get_pty(width=cols, height=rows)
             if cares_about_SIGWINCH():
                 signal.signal(signal.SIGWINCH, self.handle_window_change)
-        self.send_start_message(self.elevation.wrap(script, ask=connection.fabns_nonce))
+        line = self.elevation.wrap(
+            host_command.script, args=host_command.args, ask=self.session.nonce
+        )
+        self.send_start_message(line)
+        self._sent = True
 
     def send_start_message(self, command: str) -> None:
         # bytes, so strings holding lone surrogates (undecodable file names) pass exactly
-        self.channel.exec_command(command.encode("utf-8", "surrogateescape"))
+        self.channel.exec_command(exact_bytes(command))
+
+    def read_proc_output(self, reader: Any) -> Iterator[str]:
+        # One incremental decoder per stream: a character split between two reads
+        # is decoded whole (Invoke decodes each read on its own).
+        decoder = codecs.getincrementaldecoder(self.encoding)(errors="replace")
+        while True:
+            data = reader(self.read_chunk_size)
+            if not data:
+                break
+            text = decoder.decode(data)
+            if text:
+                yield text
+        rest = decoder.decode(b"", final=True)
+        if rest:
+            yield rest
 
     def read_proc_stdout(self, num_bytes: int) -> bytes:
         while True:
             data = self.channel.recv(num_bytes)
             if not data:
                 self._stdin_open.set()
+                self._markers_done.set()
                 return self.markers.flush()
             out = self.markers.feed(data)
             self._answer_host()
@@ -88,11 +116,11 @@ class NamespaceRemote(Remote):  # type: ignore[misc]
         markers = self.markers
         if markers.password_requested and not self._password_sent and not markers.done:
             self._password_sent = True
-            assert self.elevation is not None
             self.channel.sendall(f"{self.elevation.password}\n".encode())
             self._stdin_open.set()
         if markers.done:
             self._stdin_open.set()
+            self._markers_done.set()
 
     def _hold_stdin(self) -> bool:
         """Wait until stdin may flow; False if the command ended first."""
@@ -110,8 +138,16 @@ class NamespaceRemote(Remote):  # type: ignore[misc]
             super().close_proc_stdin()
 
     def kill(self) -> None:
+        # Invoke calls this from its timeout timer only. Note the timeout first:
+        # Invoke's own flag turns true only once the timer thread has finished,
+        # and the kill below takes a host round trip.
+        self._timer_fired = True
         self._signal_group("KILL")
         super().kill()
+
+    @property
+    def timed_out(self) -> bool:
+        return self._timer_fired or bool(super().timed_out)
 
     def send_interrupt(self, interrupt: KeyboardInterrupt) -> None:
         if self.using_pty:
@@ -127,12 +163,14 @@ class NamespaceRemote(Remote):  # type: ignore[misc]
         container) and only if that PID still has the reported start time.
         """
         markers = self.markers
+        if self._sent:
+            # interrupted before the host side spoke: it will, in a moment
+            self._markers_done.wait(ENTRY_WAIT)
         pid, start = markers.host_pid, markers.host_start
         if pid is None or start is None or not markers.entered:
             return
-        host = self.context.host_session
         with contextlib.suppress(Exception):
-            host.run(kill_group_command(pid, start, signame), self.context.elevation)
+            self.session.kill(pid, start, signame)
 
     def generate_result(self, **kwargs: Any) -> Any:
         exited = kwargs.get("exited")
@@ -143,17 +181,9 @@ class NamespaceRemote(Remote):  # type: ignore[misc]
                 raise failure
         return super().generate_result(**kwargs)
 
-    def _entry_failure(self, kwargs: dict[str, Any]) -> NamespaceError | None:
-        connection = self.context
-        where = connection.describe_target()
-        method = connection.method_name
-        exited = int(kwargs["exited"])
+    def _entry_failure(self, kwargs: dict[str, Any]) -> Exception | None:
         text = str(kwargs.get("stdout" if self.using_pty else "stderr", ""))
-        if self.markers.entered:
-            return tool_failure(exited, text, connection.way.error_prefix, where, method)
-        if self.markers.error is not None:
-            return from_marker(self.markers.error, where, method)
-        return from_exit(exited, text, where, method)
+        return self.session.entry_failure(self.markers, int(kwargs["exited"]), text)
 
 
 __all__ = ["NamespaceRemote"]

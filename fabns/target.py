@@ -15,8 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from fabns.accounts import AccountBook, IdMap, parse_group, parse_passwd
-
-NS_TYPES = ("user", "cgroup", "ipc", "uts", "net", "pid", "time", "mnt")
+from fabns.remote.protocol import NS_TYPES
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,10 @@ cgroup), rootful and rootless Podman: see `fabns.testbeds`.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -87,9 +90,16 @@ def test_alice_into_her_rootless_podman(sshd, beds, method):
 def test_unknown_name_names_engines_tried(sshd, beds):
     with (
         open_connection(sshd, "root", container="fabns-nosuch") as c,
-        pytest.raises(ContainerNotFound, match=r"fabns-nosuch.*asked machined, lxc, podman"),
+        pytest.raises(ContainerNotFound) as caught,
     ):
         c.run("true")
+    lines = str(caught.value).splitlines()
+    assert "fabns-nosuch" in lines[0]
+    # one line per engine asked, each saying what came of it, nothing more
+    asked = [line.split(":")[0].strip() for line in lines[1:]]
+    # docker only where a docker client is installed (then: no daemon, one line)
+    assert asked in (["machined", "lxc", "podman"], ["machined", "lxc", "podman", "docker"])
+    assert all(len(line) < 200 for line in lines)
 
 
 @pytest.mark.parametrize("engine", ["machined", "lxc", "podman"])
@@ -197,3 +207,55 @@ def test_lxc_attach_refuses_a_podman_container(sshd, beds):
         pytest.raises(InvalidArgument, match="LXC containers only"),
     ):
         c.run("true")
+
+
+@pytest.fixture(scope="module")
+def servers(beds):
+    """sshds for root and alice on a host whose sudo is hidden (a private mount namespace)."""
+    base = Path(tempfile.mkdtemp(prefix="fabns-no-sudo-", dir="/tmp"))
+    base.chmod(0o755)  # alice's sshd reads her keys as alice
+    wrapper = hiding("/usr/bin/sudo")
+    started: list[SSHServer] = []
+    try:
+        started.append(SSHServer.start(base / "root", users=("root",), wrapper=wrapper))
+        started.append(SSHServer.start(base / "alice", users=("alice",), wrapper=wrapper))
+        beds.delegation.enter(started[1].pid)  # as on a systemd host: her sessions, her cgroup
+        yield started[0], started[1]
+    finally:
+        for server in started:
+            server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+class TestWithoutSudo:
+    """Every SSH user finds what is theirs by name on a host that has no sudo at all."""
+
+    def test_sudo_is_really_missing(self, servers):
+        root, _ = servers
+        with open_connection(root, "root", pid=1) as c:
+            assert c.host_session.tool("sudo") is None
+
+    @pytest.mark.parametrize("name,engine", [("fabns-u1", "lxc"), ("fabns-apod", "podman")])
+    def test_root_with_owner_needs_no_sudo(self, servers, name, engine):
+        root, _ = servers
+        with open_connection(root, "root", container=name, owner="alice", engine=engine) as c:
+            assert c.run("hostname", hide=True).stdout == f"{name}\n"
+
+    @pytest.mark.parametrize("name,engine", [("fabns-u1", "lxc"), ("fabns-apod", "podman")])
+    def test_alice_finds_her_own_containers_without_owner(self, servers, name, engine):
+        _, alice = servers
+        for which in (engine, "auto"):
+            with open_connection(alice, "alice", container=name, engine=which) as c:
+                assert c.run("hostname", hide=True).stdout == f"{name}\n"
+                assert (c.target.engine, c.target.owner) == (engine, "alice")
+
+    def test_roots_containers_are_skipped_and_named(self, servers):
+        _, alice = servers
+        with (
+            open_connection(alice, "alice", container="fabns-p1") as c,
+            pytest.raises(ContainerNotFound) as caught,
+        ):
+            c.run("true")
+        text = str(caught.value)
+        assert "lxc: as alice: not found; root's: not asked, needs root" in text
+        assert "sudo is not installed" in text

@@ -45,9 +45,10 @@ class TestWhereItRuns:
     def test_hostname_and_pid_namespace_are_the_containers(self, connect, method, target, harness):
         user, key = target
         c = connect(user, key, method=method)
-        out = c.run("hostname; echo $$; id -u", hide=True).stdout.split()
+        out = c.run("hostname; readlink /proc/self/ns/pid; id -u", hide=True).stdout.split()
         assert out[0] == harness.containers[key].name
-        assert int(out[1]) < 100  # a fresh pid namespace: small PIDs
+        leader = harness.containers[key].leader_pid
+        assert out[1] == os.readlink(f"/proc/{leader}/ns/pid")  # the container's pid namespace
         assert out[2] == "0"  # root of the target by default, like nsenter
         assert c.method_name == method
         assert c.target.pid == harness.containers[key].leader_pid

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import ast
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 from support import ALL_TARGETS, METHODS, connect, host_processes  # noqa: F401
 
+from fabns.helper import PROGRAMS, program
+
 VERMIN = str(Path(sys.executable).parent / "vermin")
-HELPER = Path(__file__).resolve().parent.parent / "fabns" / "_helper.py"
+REMOTE = Path(__file__).resolve().parent.parent / "fabns" / "remote"
+REMOTE_MODULES = sorted(REMOTE.glob("*.py"))
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -42,24 +45,46 @@ def test_helper_is_not_dumpable_while_it_holds_host_fds(connect, user, key):
     promise.join()
 
 
-def test_helper_needs_nothing_newer_than_python_3_6():
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "vermin"),
-            "-t=3.6-",
-            "--no-tips",
-            "--violations",
-            str(HELPER),
-        ],
+def _vermin(path):
+    return subprocess.run(
+        [VERMIN, "-t=3.6-", "--no-tips", "--violations", str(path)],
         capture_output=True,
         text=True,
     )
+
+
+@pytest.mark.parametrize("path", REMOTE_MODULES, ids=lambda path: path.name)
+def test_helper_modules_need_nothing_newer_than_python_3_6(path):
+    result = _vermin(path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_helper_imports_nothing_from_fabns():
-    imports = re.findall(r"^\s*(?:import|from)\s+(\S+)", HELPER.read_text(), re.M)
-    assert imports and not [name for name in imports if name.startswith("fabns")]
+@pytest.mark.parametrize("mode", sorted(PROGRAMS))
+def test_helper_program_needs_nothing_newer_than_python_3_6(mode, tmp_path):
+    path = tmp_path / f"helper-{mode}.py"
+    path.write_text(program(mode))
+    result = _vermin(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("path", REMOTE_MODULES, ids=lambda path: path.name)
+def test_helper_imports_only_the_stdlib_and_its_siblings(path):
+    siblings = {module.stem for module in REMOTE_MODULES} - {"__init__"}
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level:
+            # a sibling, at top level, in the one form the assembler drops
+            assert node.level == 1 and node.module in siblings, ast.dump(node)
+            assert node in tree.body, f"{path.name}:{node.lineno}: not at top level"
+            continue
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module]
+        else:
+            continue
+        for name in names:
+            assert name.split(".")[0] in sys.stdlib_module_names, f"{path.name}: imports {name}"
 
 
 @pytest.mark.parametrize("user,key", ALL_TARGETS)

@@ -1,23 +1,23 @@
-"""Engines: what turns a container name into a leader PID on the host.
+"""Engines: one table of what turns a container name into a leader PID.
 
-One table, `ENGINES` (``{engine name: Engine class}``), one module per engine.
-An engine runs the host's own tool (``machinectl``, ``lxc-ls``, ``podman``,
-``docker``) -- as the container's owner where that matters -- and returns
-the leader PID; the connection then probes and verifies that PID like any
-``pid=`` target. ``engine="auto"`` asks every engine present on the host, in
-the order of `AUTO_ORDER`, and refuses to guess when two know the name.
+`engines` maps each ``engine=`` name to its class (one module per engine,
+built on `fabns.engines.base.Engine`); `find_leader` asks one engine or, for
+``engine="auto"``, every engine installed on the host, and refuses to guess
+when two know the name.
 
-Container names are untrusted: they reach a shell only through
-`fabns.quoting.quote`, after ``--`` where the tool takes options, and the
-list-style lookups (``lxc-ls``) match names in Python, not in the shell.
+Whose containers are asked: with ``owner=``, that user's (the answer is then
+checked against the leader's user namespace); otherwise root's, and -- for an
+unprivileged SSH user -- first the user's own (LXC, rootless Podman), then
+root's only where host privilege is available. An engine that cannot be
+asked is named in `ContainerNotFound`, one line each.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import ClassVar
-
+from fabns.engines.base import AUTO_ORDER, KNOWN_ENGINES, Engine, Found
+from fabns.engines.lxc import Lxc
+from fabns.engines.machined import Machined
+from fabns.engines.podman import Docker, Podman
 from fabns.errors import (
     AmbiguousContainer,
     ContainerNotFound,
@@ -25,135 +25,74 @@ from fabns.errors import (
     EngineUnavailable,
     ToolMissing,
 )
-from fabns.host import ENV, Elevation, HostResult, HostSession
-from fabns.quoting import join, quote
+from fabns.host import HostSession
 
-#: The order ``engine="auto"`` tries the engines installed on the host.
-AUTO_ORDER = ("machined", "lxc", "podman", "docker")
-#: Every value ``engine=`` accepts.
-KNOWN_ENGINES = ("auto", "pid", *AUTO_ORDER)
-
-
-@dataclass(frozen=True)
-class Found:
-    """A container an engine knows, with its current leader PID."""
-
-    engine: str
-    name: str
-    pid: int
-    owner: str | None
-
-
-class Engine(ABC):
-    """Base class of the engines: find a container's leader PID by name.
-
-    :param host: the host session that runs the lookups.
-    :param owner: host user owning the container, or None for root's.
-    """
-
-    #: The ``engine=`` value.
-    name: ClassVar[str]
-    #: The host program whose presence means the engine is installed.
-    tool: ClassVar[str]
-
-    def __init__(self, host: HostSession, owner: str | None) -> None:
-        self.host = host
-        self.owner = owner
-
-    @abstractmethod
-    def find(self, name: str) -> Found | None:
-        """The container called ``name``, or None if this engine does not know it.
-
-        Raises `ContainerStopped` for a known but stopped container.
-        """
-
-    def run(self, argv: list[str], *, as_owner: bool = True, root: bool = True) -> HostResult:
-        """Run a lookup on the host: as the owner (with the owner's runtime
-        directory and bus) when there is one, else as root when ``root``.
-
-        ``argv[0]`` is a tool name, run by its absolute path with the fixed
-        host environment; root needs no sudo.
-        """
-        host = self.host
-        facts = host.facts()
-        path = host.tool(argv[0])
-        if path is None:
-            raise ToolMissing(f"{argv[0]} is not installed on {host.name}")
-        command = join([path, *argv[1:]])
-        if self.owner is not None and as_owner:
-            uid, home = host.account(self.owner)
-            env = join(
-                [
-                    ENV,
-                    f"HOME={home}",
-                    f"XDG_RUNTIME_DIR=/run/user/{uid}",
-                    f"DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/{uid}/bus",
-                ]
-            )
-            if self.owner == facts.name:
-                return self._checked(host.run(f"{env} {command}"))
-            runuser = host.tool("runuser")
-            if runuser is None:
-                raise ToolMissing(f"runuser is not installed on {host.name} (owner=)")
-            # from /: the owner may not enter the SSH user's working directory
-            command = f"cd / && {quote(runuser)} -u {quote(self.owner)} -- {env} {command}"
-            return self._checked(host.run_as_root(command))
-        if root and facts.uid != 0:
-            return self._checked(host.run_as_root(command))
-        return self._checked(host.run(command))
-
-    def _checked(self, result: HostResult) -> HostResult:
-        err = result.stderr.strip()
-        if err.startswith("sudo:") and result.exited == 1:
-            raise ElevationRequired(
-                f"looking up {self.name} containers on {self.host.name} needs root: {err}"
-            )
-        if result.exited == 127 and "not found" in err:
-            raise ToolMissing(f"{self.tool} is not installed on {self.host.name}: {err}")
-        return result
+#: Every engine, by ``engine=`` name.
+ENGINES: dict[str, type[Engine]] = {e.name: e for e in (Machined, Lxc, Podman, Docker)}
 
 
 def engines() -> dict[str, type[Engine]]:
     """Every engine, by ``engine=`` name."""
-    from fabns.engines.lxc import Lxc
-    from fabns.engines.machined import Machined
-    from fabns.engines.podman import Docker, Podman
+    return dict(ENGINES)
 
-    return {engine.name: engine for engine in (Machined, Lxc, Podman, Docker)}
+
+def _ask(
+    host: HostSession, engine: type[Engine], name: str, owner: str | None
+) -> tuple[Found | None, list[str], list[EngineUnavailable]]:
+    """Ask one engine for ``name``: the hit, what was not asked or found (and why),
+    and the errors of lookups that failed."""
+    facts = host.facts()
+    notes: list[str] = []
+    failed: list[EngineUnavailable] = []
+    if owner is not None:
+        askers: list[tuple[str | None, str]] = [(owner, f"as {owner}")]
+    elif facts.uid == 0 or not engine.per_user:
+        askers = [(None, "")]
+    else:
+        askers = [(facts.name, f"as {facts.name}"), (None, "root's")]
+    for who, label in askers:
+        try:
+            hit = engine(host, who).find(name)
+        except ElevationRequired as error:
+            notes.append(f"{label or 'root'}: not asked, needs root ({error})")
+            continue
+        except EngineUnavailable as error:
+            notes.append(f"{(label + ': ') if label else ''}unavailable: {error}")
+            failed.append(error)
+            continue
+        if hit is not None:
+            return hit, notes, failed
+        if label:
+            notes.append(f"{label}: not found")
+    return None, notes, failed
 
 
 def find_leader(host: HostSession, name: str, engine: str, owner: str | None) -> Found:
     """Resolve ``name`` with ``engine`` (or every installed one, for ``"auto"``)."""
-    table = engines()
     if engine != "auto":
-        tool = table[engine].tool
+        tool = ENGINES[engine].tool
         if not host.tool(tool):
             raise ToolMissing(
                 f'engine="{engine}" needs {tool}, which is not installed on {host.name}'
             )
-        found = table[engine](host, owner).find(name)
-        if found is None:
-            raise ContainerNotFound(
-                f"no {engine} container {name!r} on {host.name}"
-                + (f" owned by {owner}" if owner else "")
+        names = [engine]
+    else:
+        names = [e for e in AUTO_ORDER if host.tool(ENGINES[e].tool)]
+        if not names:
+            raise ToolMissing(
+                f"no container engine on {host.name} (looked for "
+                f"{', '.join(ENGINES[e].tool for e in AUTO_ORDER)})"
             )
-        return found
-    tried = [e for e in AUTO_ORDER if host.tool(table[e].tool)]
-    if not tried:
-        raise ToolMissing(
-            f"no container engine on {host.name} (looked for "
-            f"{', '.join(table[e].tool for e in AUTO_ORDER)})"
-        )
     hits: list[Found] = []
-    unavailable: list[str] = []
-    for engine_name in tried:
-        try:
-            hit = table[engine_name](host, owner).find(name)
-        except EngineUnavailable as error:
-            unavailable.append(f"{engine_name}: {error}")
-            continue
+    report: list[str] = []
+    for engine_name in names:
+        hit, notes, failed = _ask(host, ENGINES[engine_name], name, owner)
         if hit is not None:
             hits.append(hit)
+        elif engine != "auto" and failed:
+            raise failed[0]  # the one engine asked for could not answer
+        else:
+            report.append(f"  {engine_name}: {'; '.join(notes) or 'not found'}")
     if len(hits) > 1:
         raise AmbiguousContainer(
             f"{name!r} on {host.name} is known to "
@@ -161,13 +100,19 @@ def find_leader(host: HostSession, name: str, engine: str, owner: str | None) ->
             + "; pass engine= to choose"
         )
     if not hits:
+        whose = f" owned by {owner}" if owner else ""
         raise ContainerNotFound(
-            f"no container {name!r} on {host.name}"
-            + (f" owned by {owner}" if owner else "")
-            + f" (asked {', '.join(tried)})"
-            + (f"; unavailable: {'; '.join(unavailable)}" if unavailable else "")
+            f"no container {name!r}{whose} on {host.name}; asked:\n" + "\n".join(report)
         )
     return hits[0]
 
 
-__all__ = ["AUTO_ORDER", "KNOWN_ENGINES", "Elevation", "Engine", "Found", "find_leader"]
+__all__ = [
+    "AUTO_ORDER",
+    "ENGINES",
+    "KNOWN_ENGINES",
+    "Engine",
+    "Found",
+    "engines",
+    "find_leader",
+]

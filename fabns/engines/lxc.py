@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from fabns.engines import Engine, Found
-from fabns.errors import ContainerStopped, EngineUnavailable
+from fabns.engines.base import Engine, Found
+from fabns.errors import ContainerStopped
 
 
 def parse_lxc_ls(text: str) -> dict[str, str]:
@@ -23,11 +23,12 @@ class Lxc(Engine):
 
     name: ClassVar[str] = "lxc"
     tool: ClassVar[str] = "lxc-ls"
+    per_user: ClassVar[bool] = True
 
     def find(self, name: str) -> Found | None:
         result = self.run(["lxc-ls", "-1fFNAME,PID"])
         if result.exited != 0:
-            raise EngineUnavailable(f"lxc-ls failed on {self.host.name}: {result.stderr.strip()}")
+            raise self.unavailable(result, "lxc-ls")
         pid = parse_lxc_ls(result.stdout).get(name)
         if pid is None:
             return None

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from fabns.engines import Engine, Found
-from fabns.errors import EngineUnavailable
+from fabns.engines.base import Engine, Found
 
 
 class Machined(Engine):
@@ -22,10 +21,7 @@ class Machined(Engine):
         if result.exited != 0:
             if "No machine" in result.stderr or "not known" in result.stderr:
                 return None
-            raise EngineUnavailable(
-                f"machinectl could not look up {name!r} on {self.host.name}: "
-                f"{result.stderr.strip()}"
-            )
+            raise self.unavailable(result, "machinectl")
         if not text.isdigit() or int(text) <= 0:
             return None
         return Found(self.name, name, int(text), self.owner)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from fabns.engines import Engine, Found
+from fabns.engines.base import Engine, Found
 from fabns.errors import ContainerStopped, EngineUnavailable
 
 
@@ -13,6 +13,7 @@ class Podman(Engine):
 
     name: ClassVar[str] = "podman"
     tool: ClassVar[str] = "podman"
+    per_user: ClassVar[bool] = True
 
     def find(self, name: str) -> Found | None:
         argv = [self.tool, "inspect", "--type", "container", "-f", "{{.State.Pid}}", "--", name]
@@ -22,9 +23,7 @@ class Podman(Engine):
             err = result.stderr.lower()
             if "no such" in err or "not found" in err:
                 return None
-            raise EngineUnavailable(
-                f"{self.tool} inspect failed on {self.host.name}: {result.stderr.strip()}"
-            )
+            raise self.unavailable(result, f"{self.tool} inspect")
         if not text.isdigit():
             raise EngineUnavailable(f"{self.tool} inspect printed {text!r} for {name!r}")
         if int(text) == 0:
@@ -39,3 +38,4 @@ class Docker(Podman):
 
     name: ClassVar[str] = "docker"
     tool: ClassVar[str] = "docker"
+    per_user: ClassVar[bool] = False

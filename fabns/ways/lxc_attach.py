@@ -17,8 +17,8 @@ from typing import ClassVar
 
 from fabns.errors import InvalidArgument
 from fabns.host import ENV
-from fabns.quoting import join
-from fabns.ways import Call, ShellWayIn
+from fabns.quoting import check_env_name, join
+from fabns.ways.base import Call, HostCommand, ShellWayIn
 
 
 class LxcAttach(ShellWayIn):
@@ -28,23 +28,29 @@ class LxcAttach(ShellWayIn):
     tools: ClassVar[tuple[str, ...]] = ("lxc-attach", "readlink")
     error_prefix: ClassVar[str | None] = "lxc-attach: "
 
-    def attach_argv(self, call: Call) -> list[str]:
+    def attach_argv(self, call: Call) -> tuple[list[str], list[str]]:
+        """``lxc-attach`` and its wrappers (fixed), and its options for this call.
+
+        The options -- the environment and credentials -- reach the host script
+        as its arguments, so they are quoted once however long they are.
+        """
         leader = self.leader
         if not leader.name or leader.engine != "lxc":
             raise InvalidArgument(
                 f'method="lxc-attach" enters LXC containers only, not {leader.describe()}'
             )
         argv = [self.tool("lxc-attach"), "-n", leader.name, "--clear-env"]
+        options: list[str] = []
         for key, value in sorted(call.environment.items()):
-            argv += ["--set-var", f"{key}={value}"]
+            options += ["--set-var", f"{check_env_name(key)}={value}"]
         creds = call.credentials
         if creds.uid is not None:
-            argv += ["-u", str(creds.uid)]
+            options += ["-u", str(creds.uid)]
         if creds.gid is not None:
-            argv += ["-g", str(creds.gid)]
+            options += ["-g", str(creds.gid)]
         owner = leader.owner
         if owner is None or owner == "root":
-            return argv
+            return argv, options
         uid = leader.owner_uid
         env = [
             ENV,
@@ -56,9 +62,12 @@ class LxcAttach(ShellWayIn):
         argv = [*env, *scope, *argv]
         if owner != self.host_user:
             argv = [self.tool("runuser"), "-u", owner, "--", *argv]
-        return argv
+        return argv, options
 
-    def command(self, call: Call) -> str:
+    def command(self, call: Call) -> HostCommand:
+        argv, options = self.attach_argv(call)
+        inside = ["--", "/bin/sh", "-c", self.INNER, "fabns"]
         # from /: an owner switched to with runuser may not enter our working directory
-        tool = f"{join(self.attach_argv(call))} -- {self.inner_command(call, environment=False)}"
-        return "cd / && " + self.host_script(tool)
+        tool = f'{join(argv)} "$@"'
+        script = "cd / && " + self.host_script(tool)
+        return HostCommand(script, (*options, *inside, *self.inner_args(call, environment=False)))

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from fabns.quoting import join
-from fabns.ways import Call, ShellWayIn
+from fabns.ways.base import Call, HostCommand, ShellWayIn
 
 FLAGS = {
     "user": "-U",
@@ -56,5 +56,6 @@ class Nsenter(ShellWayIn):
             argv += ["-G", str(creds.gid)]
         return argv
 
-    def command(self, call: Call) -> str:
-        return self.host_script(f"{join(self.nsenter_argv(call))} -- {self.inner_command(call)}")
+    def command(self, call: Call) -> HostCommand:
+        tool = f"{join(self.nsenter_argv(call))} -- {self.inner_command()}"
+        return HostCommand(self.host_script(tool), self.inner_args(call))

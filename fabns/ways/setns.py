@@ -4,7 +4,7 @@ Works wherever nsenter's fixed rules do not (unprivileged owners, containers
 that share some namespaces with the host), sets supplementary groups the way a
 login does, and is safe for user-namespaced containers: it is non-dumpable
 from before it opens the target until it execs the command, and closes every
-host descriptor first. See ``fabns/_helper.py`` for what it does on the host.
+host descriptor first. See ``fabns/remote/`` for what it does on the host.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import ClassVar
 from fabns.accounts import Credentials
 from fabns.helper import helper_command
 from fabns.target import Leader
-from fabns.ways import Call, WayIn
+from fabns.ways.base import Call, HostCommand, WayIn
 
 
 def entry_request(
@@ -48,5 +48,5 @@ class Setns(WayIn):
             "fallback_shell": "/bin/sh",
         }
 
-    def command(self, call: Call) -> str:
-        return helper_command(self.python, self.request(call))
+    def command(self, call: Call) -> HostCommand:
+        return HostCommand(helper_command(self.python, self.request(call)))

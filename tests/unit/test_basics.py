@@ -175,8 +175,8 @@ class TestAccounts:
 class TestHostScripts:
     def test_kill_checks_start_time_and_group(self):
         script = kill_group_command(4242, "987654", "KILL")
-        assert "/proc/4242/stat" in script and '[ "${20}" = 987654 ]' in script
-        assert '[ "$3" -gt 1 ]' in script
+        assert "fabns_stat 4242 ||" in script and '[ "$start" = 987654 ]' in script
+        assert '[ "$pgrp" -gt 1 ]' in script
 
     @pytest.mark.parametrize("pid,start", [(1, "5"), (0, "5"), (12, "5; reboot"), (12, "")])
     def test_kill_refuses_init_and_bad_start_times(self, pid, start):
