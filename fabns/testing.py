@@ -24,6 +24,7 @@ import contextlib
 import functools
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -31,7 +32,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -577,7 +578,7 @@ _NAMESPACES = (
 # environment; that sh stays PID 1 (the leader).
 _INNER = r"""
 set -e
-R=$1; H=$2
+R=$1; H=$2; shift 2
 hostname "$H"
 # "/" is not a mount point when the host itself runs in a chroot: then neither
 # --propagation private nor pivot_root work, and the leader is chrooted instead.
@@ -594,12 +595,13 @@ ln -s /proc/self/fd "$R/dev/fd"
 mount -t tmpfs -o mode=1777 tmp "$R/tmp"
 cd "$R"; mkdir -p .oldroot
 if pivot_root . .oldroot 2>/dev/null; then
-  cd /; umount -l /.oldroot; rmdir /.oldroot; set --
+  cd /; umount -l /.oldroot; rmdir /.oldroot; C=
 else
-  rmdir .oldroot; set -- chroot .
+  rmdir .oldroot; C="chroot ."
 fi
-exec "$@" env -i PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root container=fabns FABNS_CTR="$H" \
-  'FABNS_SPACED=a b  c' \
+# the remaining arguments are the caller's extra NAME=value entries (Container.start env=)
+exec $C env -i PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root container=fabns FABNS_CTR="$H" \
+  'FABNS_SPACED=a b  c' "$@" \
   /bin/sh -c 'ip link set lo up; trap "exit 0" TERM INT; while :; do sleep 3600 & wait; done'
 """
 
@@ -610,8 +612,8 @@ class Container:
 
     Its leader (PID 1 inside, `leader_pid` on the host) is busybox ``sh``
     with hostname `name` and the environment ``PATH``, ``HOME=/root``,
-    ``container=fabns``, ``FABNS_CTR=<name>`` and ``FABNS_SPACED='a b  c'``;
-    ``/tmp`` is a tmpfs only the container sees.
+    ``container=fabns``, ``FABNS_CTR=<name>`` and ``FABNS_SPACED='a b  c'``
+    (plus `env`); ``/tmp`` is a tmpfs only the container sees.
     """
 
     #: Also the hostname inside.
@@ -629,6 +631,9 @@ class Container:
     unshare_pid: int
     #: Holds ``rootfs/`` and ``console.log``.
     directory: Path
+    #: Extra variables in the leader's environment (given to `start`), e.g. a hostile
+    #: container's ``LD_PRELOAD``; kept by `restart`.
+    env: dict[str, str] = field(default_factory=dict)
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
     _start_times: tuple[int | None, int | None] = field(
         default=(None, None), repr=False, compare=False
@@ -637,16 +642,35 @@ class Container:
 
     @classmethod
     def start(
-        cls, directory: Path, name: str, mode: str = "plain", owner: str = "root"
+        cls,
+        directory: Path,
+        name: str,
+        mode: str = "plain",
+        owner: str = "root",
+        *,
+        env: Mapping[str, str] | None = None,
+        prepare: Callable[[Path], None] | None = None,
     ) -> Container:
         """Start container ``name`` in ``directory/name`` and wait until its leader runs.
 
         The root filesystem is built on first start and reused by later ones,
         so files written inside survive `restart`.
+
+        :param env:
+            extra ``NAME: value`` entries for the leader's environment (added to,
+            or replacing, the standard ones above); passed as single argv words,
+            never through a shell. Everything fabns reads as "the container's
+            environment" then holds them -- e.g. a hostile ``LD_PRELOAD``.
+        :param prepare:
+            called with the rootfs path right after it is built (first start
+            only), before the leader starts: replace ``/bin/sh``, make
+            ``/etc/passwd`` a FIFO, ... Runs as root on the host; host ids. If
+            it raises, the half-prepared rootfs is removed again.
         """
         require_root()
         if mode not in MODES:
             raise HarnessError(f"unknown container mode {mode!r}; choose from {MODES}")
+        extra_env = _check_env(env or {})
         account = _account(owner)
         privileged = account.pw_uid == 0
         if mode == "plain" and not privileged:
@@ -673,10 +697,19 @@ class Container:
         rootfs = home / "rootfs"
         if not (rootfs / "bin/busybox").exists():
             build_rootfs(rootfs, name, ids, single_owner=mode == "maproot")
+            if prepare is not None:
+                try:
+                    prepare(rootfs)
+                except BaseException:
+                    shutil.rmtree(rootfs, ignore_errors=True)  # never reused unprepared
+                    raise
         log = home / "console.log"
         log.write_bytes(b"")
         argv = ["unshare", *userns, *_NAMESPACES, "--", "/bin/sh", "-c", _INNER, "sh"]
-        process = _spawn([*argv, str(rootfs), name], log, None if privileged else account)
+        assignments = [f"{key}={value}" for key, value in extra_env.items()]
+        process = _spawn(
+            [*argv, str(rootfs), name, *assignments], log, None if privileged else account
+        )
         try:
             leader = _wait_leader(process, log, name)
         except BaseException:
@@ -691,6 +724,7 @@ class Container:
             leader_pid=leader,
             unshare_pid=process.pid,
             directory=home,
+            env=extra_env,
             _process=process,
             _start_times=(_start_time(process.pid), _start_time(leader)),
         )
@@ -729,9 +763,21 @@ class Container:
         in place so whoever holds it (e.g. `Harness`) still stops the new one.
         """
         self.stop()
-        new = Container.start(self.directory.parent, self.name, self.mode, self.owner)
+        new = Container.start(
+            self.directory.parent, self.name, self.mode, self.owner, env=self.env
+        )
         self.__dict__.update(new.__dict__)
         return self
+
+    def inside(self, path: str) -> Path:
+        """Host path of ``path`` as the container sees it (its mounts, its ``/tmp``).
+
+        ``/proc/<leader>/root/<path>``: only while the leader runs. Absolute
+        symlinks found *below* it resolve against the host's root, not the
+        container's -- use ``os.lstat``/``os.readlink`` on what the container
+        may have planted, never ``open`` through it.
+        """
+        return Path(f"/proc/{self.leader_pid}/root") / path.lstrip("/")
 
     def describe(self) -> dict[str, object]:
         """JSON-able state, enough for `stop_described`."""
@@ -744,6 +790,7 @@ class Container:
             "unshare_pid": self.unshare_pid,
             "directory": str(self.directory),
             "start_times": list(self._start_times),
+            "env": dict(self.env),
         }
 
     @classmethod
@@ -758,8 +805,21 @@ class Container:
             leader_pid=int(state["leader_pid"]),
             unshare_pid=int(state["unshare_pid"]),
             directory=Path(state["directory"]),
+            env=dict(state.get("env") or {}),
             _start_times=(unshare_start, leader_start),
         )
+
+
+def _check_env(env: Mapping[str, str]) -> dict[str, str]:
+    """Extra leader environment: valid names, no NUL (no argv word can hold one)."""
+    checked: dict[str, str] = {}
+    for key, value in env.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(key)):
+            raise HarnessError(f"not an environment variable name: {key!r}")
+        if "\0" in str(value):
+            raise HarnessError(f"environment value of {key} holds a NUL byte: {value!r}")
+        checked[str(key)] = str(value)
+    return checked
 
 
 def _check_traversable(path: Path, user: str) -> None:

@@ -20,6 +20,8 @@ PACKAGES=(openssh-server openssh-client busybox-static uidmap sudo procps util-l
 # pause process; only a Recommends of podman); netcat for ProxyCommand into a network namespace
 PACKAGES+=(lxc lxc-templates systemd-container dbus dbus-user-session podman runc catatonit
            netcat-openbsd)
+# tests/test_attacks.py builds a small shared object (a hostile container's LD_PRELOAD)
+PACKAGES+=(gcc libc6-dev)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q ' installed$' || missing+=("$p")

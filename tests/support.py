@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -68,6 +69,25 @@ def hiding(program: str) -> list[str]:
         "mount --make-rprivate / 2>/dev/null || "
         '! grep -q " shared:" /proc/self/mountinfo || exit 1; '
         f'mount --bind /dev/null {program} && exec "$@"'
+    )
+    return ["unshare", "--mount", "--propagation", "unchanged", "sh", "-c", script, "sh"]
+
+
+def replacing(programs: dict[str, str]) -> list[str]:
+    """An `SSHServer` wrapper: a private mount namespace where each program is another file.
+
+    ``programs`` maps a host program's path to the file bind-mounted over it
+    (e.g. a script that lies), for that sshd and its sessions only. Refuses to
+    run, like `hiding`, where the namespace would still share mounts.
+    """
+    binds = " && ".join(
+        f"mount --bind {shlex.quote(replacement)} {shlex.quote(program)}"
+        for program, replacement in programs.items()
+    )
+    script = (
+        "mount --make-rprivate / 2>/dev/null || "
+        '! grep -q " shared:" /proc/self/mountinfo || exit 1; '
+        f'{binds} && exec "$@"'
     )
     return ["unshare", "--mount", "--propagation", "unchanged", "sh", "-c", script, "sh"]
 
