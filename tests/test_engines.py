@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import hiding
+from support import hiding, replacing
 
 from fabns import (
     AmbiguousContainer,
@@ -162,17 +162,34 @@ def test_stopped_container(sshd, beds, engine, name, stop, start):
         subprocess.run([*start, name], check=True, capture_output=True)
 
 
-def test_engine_whose_tool_fails(sshd, beds):
-    # the docker client is installed on these machines, its daemon is not
-    import shutil
-
-    if not shutil.which("docker"):
-        pytest.skip("no docker client on this machine")
-    with (
-        open_connection(sshd, "root", container="fabns-p1", engine="docker") as c,
-        pytest.raises(EngineUnavailable, match="docker"),
-    ):
-        c.run("true")
+def test_engine_whose_tool_fails(beds, tmp_path):
+    # a podman client whose service cannot be reached, as a docker client without its daemon
+    failing = tmp_path / "podman"
+    failing.write_text(
+        "#!/bin/sh\necho 'Error: cannot connect to the container service' >&2\nexit 125\n"
+    )
+    failing.chmod(0o755)
+    server = SSHServer.start(
+        tmp_path / "failing-podman",
+        users=("root",),
+        wrapper=replacing({"/usr/bin/podman": str(failing)}),
+    )
+    try:
+        with (
+            open_connection(server, "root", container="fabns-pod1", engine="podman") as c,
+            pytest.raises(EngineUnavailable, match="cannot connect to the container service"),
+        ):
+            c.run("true")
+        # auto: the engine that cannot answer is named, the others still find theirs
+        with open_connection(server, "root", container="fabns-p1") as c:
+            assert c.run("hostname", hide=True).stdout == "fabns-p1\n"
+        with (
+            open_connection(server, "root", container="fabns-nosuch") as c,
+            pytest.raises(ContainerNotFound, match="podman: unavailable: podman inspect failed"),
+        ):
+            c.run("true")
+    finally:
+        server.stop()
 
 
 def test_missing_engine_tool(beds, harness, tmp_path):
