@@ -15,11 +15,11 @@ PY = sys.executable
 
 @task
 def lint(c: Context) -> None:
-    """ruff check, ruff format --check, mypy fabns."""
+    """ruff check, ruff format --check, mypy (fabns and the engine test beds)."""
     with c.cd(str(ROOT)):
         c.run(f"{PY} -m ruff check fabns tests bench examples tasks.py")
         c.run(f"{PY} -m ruff format --check fabns tests bench examples tasks.py")
-        c.run(f"{PY} -m mypy fabns")
+        c.run(f"{PY} -m mypy fabns tests/testbeds.py")
 
 
 @task(help={"k": "only tests matching this expression", "x": "stop at the first failure"})

@@ -1,7 +1,7 @@
 """Session wiring: one real sshd and set of containers, and a check that nothing leaks.
 
-Imports nothing from fabns but `fabns.testing`, so the harness works whatever
-state the library is in.
+Imports nothing from fabns but `fabns.testing` (also through `testbeds`), so the
+harness works whatever state the library is in.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import fabric  # noqa: F401  (imported before the leak snapshot: import-time state is not a leak)
 import paramiko
 import pytest
+from testbeds import EngineBeds
 
-from fabns.testbeds import EngineBeds
 from fabns.testing import Container, Harness, SSHServer, chroot_limitation
 
 #: Open file descriptors the session may gain (pytest's own bookkeeping, lazy imports).
@@ -156,11 +156,13 @@ def state_before_beds() -> dict[str, object]:
 
 
 @pytest.fixture(scope="session")
-def beds(state_before_beds: dict[str, object]) -> Iterator[EngineBeds]:
-    """Every container engine (`fabns.testbeds`), started once per session.
+def beds(harness: Harness, state_before_beds: dict[str, object]) -> Iterator[EngineBeds]:
+    """Every container engine (`testbeds`), started once per session.
 
     A piece that cannot start is a test error -- except in a chroot, where the
     kernel refuses the user namespaces and pivot_root that every engine needs.
+    Started after the harness, so whatever holds connections to the beds is
+    torn down before the harness looks for connections left open.
     """
     limitation = chroot_limitation()
     if limitation:

@@ -11,6 +11,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ import paramiko
 import pytest
 from fabric import Config, Connection
 from invoke.exceptions import UnexpectedExit
+from support import connect  # noqa: F401
 
 from fabns.testing import (
     NOPASSWD_USER,
@@ -30,8 +32,10 @@ from fabns.testing import (
     Harness,
     HarnessError,
     SSHServer,
+    build_rootfs,
     chroot_limitation,
 )
+from fabns.testing.rootfs import import_rootfs, resolve_inside
 
 USERS = ("root", TEST_USER, SUDO_USER, NOPASSWD_USER)
 CONTAINER_KEYS = ("plain", "rootns", "alice-maproot", "alice-subid")
@@ -289,6 +293,189 @@ class TestContainers:
     def test_bad_requests_are_harness_errors(self, scratch, mode, owner, match):
         with pytest.raises(HarnessError, match=match):
             Container.start(scratch, "fabns-t-bad", mode, owner)
+
+
+MARKER = "made from the tarball\n"
+
+
+def image_tree(directory: Path) -> Path:
+    """A busybox root filesystem with a marker file and a setuid file, as a user's image."""
+    tree = build_rootfs(directory / "image-tree", "fabns-image")
+    (tree / "etc/fabns-marker").write_text(MARKER)
+    (tree / "bin/fabns-setuid").write_bytes(b"#!/bin/sh\n")
+    (tree / "bin/fabns-setuid").chmod(0o4755)
+    os.link(tree / "etc/fabns-marker", tree / "etc/fabns-marker-link")
+    return tree
+
+
+def tarball(directory: Path, suffix: str = ".tar.gz") -> Path:
+    """`image_tree` packed like ``mmdebstrap`` packs one (members ``./...``)."""
+    archive = directory / f"image{suffix}"
+    mode = {".tar": "w", ".tar.gz": "w:gz", ".tar.bz2": "w:bz2", ".tar.xz": "w:xz"}[suffix]
+    with tarfile.open(archive, mode) as tar:
+        tar.add(image_tree(directory), arcname=".")
+    return archive
+
+
+def hostile_tarball(directory: Path, members: list[tuple[str, str, str]]) -> Path:
+    """A .tar of ``(name, kind, content or link target)``: kind file, sym, hard, chr or fifo."""
+    types = {
+        "sym": tarfile.SYMTYPE,
+        "hard": tarfile.LNKTYPE,
+        "chr": tarfile.CHRTYPE,
+        "fifo": tarfile.FIFOTYPE,
+    }
+    archive = directory / "hostile.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name, kind, value in members:
+            info = tarfile.TarInfo(name)
+            if kind == "file":
+                info.size = len(value)
+                tar.addfile(info, io.BytesIO(value.encode()))
+            else:
+                info.type, info.linkname = types[kind], value
+                tar.addfile(info)
+    return archive
+
+
+class TestOwnRootfs:
+    @pytest.mark.parametrize(
+        "mode, owner", [("plain", "root"), ("maproot", TEST_USER), ("subid", TEST_USER)]
+    )
+    def test_a_container_from_a_tarball(self, scratch, connect, mode, owner):
+        if mode != "plain" and chroot_limitation():
+            pytest.skip(str(chroot_limitation()))
+        archive = tarball(scratch)
+        ctr = Container.start(scratch, "fabns-t-tar", mode, owner, rootfs=archive)
+        try:
+            assert ctr.image == archive
+            c = connect(owner, pid=ctr.leader_pid)
+            out = c.run(
+                "cat /etc/fabns-marker; hostname; stat -c '%u %a' /bin/fabns-setuid /home/app",
+                hide=True,
+            )
+            assert (
+                out.stdout
+                == f"{MARKER}fabns-t-tar\n0 4755\n{0 if mode == 'maproot' else 1002} 755\n"
+            )
+            raw = Path(f"/proc/{ctr.leader_pid}/environ").read_bytes()
+            env = dict(item.split("=", 1) for item in raw.decode().split("\0") if item)
+            assert env == {
+                "PATH": "/bin:/sbin:/usr/bin:/usr/sbin",
+                "HOME": "/root",
+                "container": "fabns",
+                "FABNS_CTR": "fabns-t-tar",
+                "FABNS_SPACED": "a b  c",
+            }
+        finally:
+            ctr.stop()
+        base = {"plain": 0, "maproot": pwd.getpwnam(owner).pw_uid, "subid": 100000}[mode]
+        marker = os.lstat(ctr.rootfs / "etc/fabns-marker")
+        assert (marker.st_uid, marker.st_nlink) == (base, 2)  # shifted once, still one inode
+        app = os.lstat(ctr.rootfs / "home/app").st_uid
+        assert app == (base + 1002 if mode == "subid" else base if mode == "maproot" else 1002)
+        assert oct(os.lstat(ctr.rootfs / "bin/fabns-setuid").st_mode & 0o7777) == "0o4755"
+
+    def test_restart_keeps_the_image_and_what_was_written(self, scratch, connect):
+        archive = tarball(scratch, ".tar")
+        ctr = Container.start(scratch, "fabns-t-tar", rootfs=archive, env={"APP": "x y"})
+        try:
+            connect("root", pid=ctr.leader_pid).run("echo kept > /root/kept")
+            ctr.restart()
+            assert (ctr.image, ctr.env) == (archive, {"APP": "x y"})
+            out = connect("root", pid=ctr.leader_pid).run(
+                "cat /root/kept /etc/fabns-marker; echo $APP", hide=True
+            )
+            assert out.stdout == f"kept\n{MARKER}x y\n"
+            assert Container.from_description(ctr.describe()).image == archive
+        finally:
+            ctr.stop()
+
+    @pytest.mark.parametrize("source", [".tar", ".tar.gz", ".tar.bz2", ".tar.xz", "directory"])
+    def test_import_keeps_links_modes_and_ownership(self, scratch, source):
+        image = image_tree(scratch) if source == "directory" else tarball(scratch, source)
+        rootfs = import_rootfs(image, scratch / "out")
+        assert (rootfs / "etc/fabns-marker").read_text() == MARKER
+        assert os.readlink(rootfs / "bin/sh") == "/bin/busybox"  # absolute: the container's own
+        assert resolve_inside(rootfs, "/usr/bin/env") == rootfs / "bin/busybox"
+        assert (
+            os.lstat(rootfs / "etc/fabns-marker").st_ino
+            == os.lstat(rootfs / "etc/fabns-marker-link").st_ino
+        )
+        assert oct(os.lstat(rootfs / "bin/fabns-setuid").st_mode & 0o7777) == "0o4755"
+        assert os.lstat(rootfs / "home/alice").st_uid == 1001
+        assert oct(os.lstat(rootfs / "tmp").st_mode & 0o7777) == "0o1777"
+
+    def test_zstd_archives_are_read_where_tarfile_can(self, scratch):
+        if not shutil.which("zstd"):
+            pytest.skip("no zstd here to make the archive")
+        plain = tarball(scratch, ".tar")
+        archive = scratch / "image.tar.zst"
+        subprocess.run(["zstd", "-q", str(plain), "-o", str(archive)], check=True)
+        if "zst" in tarfile.TarFile.OPEN_METH:
+            assert (import_rootfs(archive, scratch / "out") / "etc/fabns-marker").exists()
+        else:
+            with pytest.raises(HarnessError, match="cannot read zstd"):
+                import_rootfs(archive, scratch / "out")
+
+    def test_an_archive_with_a_dotdot_member_is_refused(self, scratch):
+        archive = hostile_tarball(scratch, [("bin/sh", "file", "x"), ("../evil", "file", "x")])
+        with pytest.raises(HarnessError, match=r"refusing member '\.\./evil'"):
+            Container.start(scratch / "containers", "fabns-t-evil", rootfs=archive)
+        assert not (scratch / "containers/fabns-t-evil/evil").exists()
+        assert not (scratch / "containers/fabns-t-evil/rootfs").exists()  # never reused
+
+    @pytest.mark.parametrize(
+        "members, match",
+        [
+            ([("/fabns-t-absolute", "file", "x")], "absolute path"),
+            ([("etc/../../x", "file", "x")], "'..' in its path"),
+            ([("escape", "sym", "../outside")], "points outside the root filesystem"),
+            ([("etc", "sym", "../../../../etc"), ("etc/passwd", "file", "x")], "points outside"),
+            ([("etc", "sym", "/tmp"), ("etc/fabns-t-planted", "file", "x")], "symbolic link etc"),
+            ([("etc", "sym", "/tmp"), ("etc/fabns-t-planted", "fifo", "")], "symbolic link etc"),
+            ([("x", "hard", "../outside")], "outside the archive"),
+            ([("l", "sym", "/etc/shadow"), ("h", "hard", "l")], "hard link to the symbolic link"),
+        ],
+    )
+    def test_hostile_archives_are_refused(self, scratch, members, match):
+        archive = hostile_tarball(scratch, members)
+        with pytest.raises(HarnessError, match=match):
+            import_rootfs(archive, scratch / "out")
+        assert sorted(os.listdir(scratch)) == ["hostile.tar", "out"]
+        assert not Path("/fabns-t-absolute").exists() and not Path("/tmp/fabns-t-planted").exists()
+
+    def test_device_nodes_are_skipped_and_later_entries_replace_links(self, scratch):
+        archive = hostile_tarball(
+            scratch,
+            [
+                ("dev/mem", "chr", ""),
+                ("dev/mem-link", "hard", "dev/mem"),
+                ("run/initctl", "fifo", ""),
+                ("etc/passwd", "sym", "/etc/shadow"),
+                ("etc/passwd", "file", "root:x:0:0::/root:/bin/sh\n"),
+            ],
+        )
+        rootfs = import_rootfs(archive, scratch / "out")
+        assert os.listdir(rootfs / "dev") == []
+        assert (rootfs / "run/initctl").is_fifo()
+        assert not (rootfs / "etc/passwd").is_symlink()
+        assert (rootfs / "etc/passwd").read_text() == "root:x:0:0::/root:/bin/sh\n"
+
+    def test_ids_a_user_namespace_cannot_map_are_refused(self, scratch):
+        archive = scratch / "big-ids.tar"
+        with tarfile.open(archive, "w") as tar:
+            info = tarfile.TarInfo("file")
+            info.uid = 70000
+            tar.addfile(info, io.BytesIO(b""))
+        with pytest.raises(HarnessError, match="70000:0, which a user namespace"):
+            import_rootfs(archive, scratch / "out", (100000, 100000))
+
+    def test_what_the_leader_needs_is_named_when_missing(self, scratch):
+        archive = hostile_tarball(scratch, [("etc/hostname", "file", "empty\n")])
+        with pytest.raises(HarnessError, match=r"has no /bin/sh and no env in .* and no sleep"):
+            Container.start(scratch, "fabns-t-empty", rootfs=archive)
+        assert not (scratch / "fabns-t-empty/rootfs").exists()
 
 
 class TestSudo:

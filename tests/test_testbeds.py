@@ -1,4 +1,4 @@
-"""The container engines of `fabns.testbeds`, used over ssh the way fabns resolves names.
+"""The container engines of `testbeds`, used over ssh the way fabns resolves names.
 
 Every check runs a real command through a real sshd against a real engine:
 machined + nspawn, LXC (privileged, and unprivileged for alice in her delegated
@@ -17,8 +17,8 @@ from typing import Any
 import fabric
 import pytest
 from support import machine_state
+from testbeds import EngineBeds
 
-from fabns.testbeds import EngineBeds
 from fabns.testing import TEST_USER, Container, SSHServer
 
 

@@ -1,7 +1,8 @@
 """Real container engines for tests: machined + nspawn, LXC, Podman, a user's systemd.
 
-Where `fabns.testing` makes bare ``unshare`` containers, this module starts
-the engines whose *names* fabns resolves to leader PIDs, for real, on a host
+CI infrastructure of the fabns test suite, not shipped with the package. Where
+`fabns.testing` makes bare ``unshare`` containers, this module starts the
+engines whose *names* fabns resolves to leader PIDs, for real, on a host
 without systemd as PID 1 (the workarounds are those measured in the team's
 test-infrastructure notes):
 
@@ -44,23 +45,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from fabns.testing import (
+from fabns.testing import SSHServer, build_rootfs
+from fabns.testing.base import (
     TEST_USER,
     TIMEOUT,
     HarnessError,
-    SSHServer,
-    _account,
-    _descendants,
-    _is_running,
-    _reap,
-    _spawn,
-    _start_time,
-    _subordinate_start,
-    _tail,
-    _terminate,
-    build_rootfs,
     require_root,
 )
+from fabns.testing.base import account as _account
+from fabns.testing.base import descendants as _descendants
+from fabns.testing.base import is_running as _is_running
+from fabns.testing.base import reap as _reap
+from fabns.testing.base import spawn as _spawn
+from fabns.testing.base import start_time as _start_time
+from fabns.testing.base import subordinate_start as _subordinate_start
+from fabns.testing.base import tail as _tail
+from fabns.testing.base import terminate as _terminate
 
 __all__ = [
     "BUS_SOCKET",
