@@ -11,6 +11,7 @@ only gives them their privilege wrapper.
 
 from __future__ import annotations
 
+import base64
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,10 +28,11 @@ TOOL_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbi
 FIXED_ENV = ("PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C.UTF-8")
 ENV = "/usr/bin/env"
 SH = "/bin/sh"
+BASE64 = "/usr/bin/base64"
 #: Programs fabns may run on the host, found once per connection.
 HOST_TOOLS = (
     "sudo", "nsenter", "lxc-attach", "lxc-ls", "machinectl", "podman", "docker", "runuser",
-    "systemd-run", "stty", "readlink", "python3",
+    "systemd-run", "stty", "readlink", "setpriv", "base64", "python3",
 )  # fmt: skip
 #: Seconds a host step (probe, lookup, kill) may take before `HostTimeout`.
 HOST_STEP_TIMEOUT = 60.0
@@ -41,6 +43,20 @@ SUDO_PROMPT = ""
 def fixed_argv(script: str) -> list[str]:
     """argv that runs the POSIX shell ``script`` with nothing but `FIXED_ENV`."""
     return [ENV, "-i", *FIXED_ENV, SH, "-c", script]
+
+
+def ssh_command(line: str) -> bytes:
+    """The bytes to send as the SSH channel's command, whatever the login shell.
+
+    sshd hands the command to the SSH account's login shell, and fish or csh
+    quote differently from POSIX sh: a container's value ending in a backslash
+    would end a quoted word there. So the login shell only ever sees a fixed
+    line -- no backslash, no quote inside a word -- and one base64 word (letters,
+    digits, ``+/=``); a fixed-environment ``/bin/sh`` decodes ``line`` and runs it.
+    """
+    encoded = base64.b64encode(exact_bytes(line)).decode("ascii")
+    decode = f'eval "$(printf %s "$1" | {BASE64} -d)"'
+    return f"exec {ENV} -i {' '.join(FIXED_ENV)} {SH} -c '{decode}' fabns {encoded}".encode()
 
 
 @dataclass(frozen=True)
@@ -104,10 +120,17 @@ class Elevation:
         positional = ["fabns", *args] if args else []
         if self.mode != "sudo-password" or ask is None:
             return "exec " + join([*self.argv(script), *positional])
-        stty = quote(self.stty) if self.stty else ":"
-        script = f"[ -t 0 ] && {stty} echo; {script}"
+        if self.stty:
+            stty = quote(self.stty)
+            script = f"[ -t 0 ] && {stty} echo; {script}"
+            echo_off = f"[ -t 0 ] && {stty} -echo"
+        else:  # on a terminal the password would be echoed: refuse, before anything
+            echo_off = (
+                "[ -t 0 ] && { echo 'sudo: fabns cannot turn terminal echo off "
+                "(no stty on the host) to send the password' >&2; exit 125; }"
+            )
         return (
-            f"[ -t 0 ] && {stty} -echo; printf '{PRINTF_PREFIX}{MARKER_PASSWORD}:{ask}\\n'; "
+            f"{echo_off}; printf '{PRINTF_PREFIX}{MARKER_PASSWORD}:{ask}\\n'; "
             f"exec {join([*self.argv(script), *positional])}"
         )
 
@@ -232,7 +255,7 @@ class HostSession:
         """
         channel = self.connection.create_session()
         channel.settimeout(self.timeout)
-        channel.exec_command(exact_bytes(elevation.wrap(script)))
+        channel.exec_command(ssh_command(elevation.wrap(script)))
         if elevation.mode == "sudo-password":
             channel.sendall(f"{elevation.password}\n".encode())
         return channel

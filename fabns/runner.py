@@ -26,9 +26,8 @@ from typing import Any
 from fabric.runners import Remote, cares_about_SIGWINCH
 from invoke.terminals import pty_size
 
-from fabns.host import Elevation
+from fabns.host import Elevation, ssh_command
 from fabns.markers import MarkerFilter
-from fabns.quoting import exact_bytes
 from fabns.session import TargetSession
 
 #: Seconds a kill waits for the host side's markers of a command just sent.
@@ -81,8 +80,8 @@ class NamespaceRemote(Remote):  # type: ignore[misc]
         self._sent = True
 
     def send_start_message(self, command: str) -> None:
-        # bytes, so strings holding lone surrogates (undecodable file names) pass exactly
-        self.channel.exec_command(exact_bytes(command))
+        # shell-neutral bytes: any login shell, and undecodable file names pass exactly
+        self.channel.exec_command(ssh_command(command))
 
     def read_proc_output(self, reader: Any) -> Iterator[str]:
         # One incremental decoder per stream: a character split between two reads

@@ -199,7 +199,9 @@ class TargetSession:
                 break
             markers.feed(byte)
         if markers.entered:
-            channel.settimeout(None)
+            # a helper that stops answering (stopped, or stuck on a file inside)
+            # fails the transfer after fabns.host_timeout instead of hanging it
+            channel.settimeout(self.host.timeout)
             return channel
         stderr = b""
         while chunk := channel.recv_stderr(65536):

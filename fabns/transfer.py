@@ -317,12 +317,13 @@ def _ownership(
 
 
 def _local_mode(remote_mode: int | None, preserve_mode: bool) -> int:
-    """Permissions for a downloaded file: the remote ones without setuid, setgid
-    or sticky bits (the container chose them), or the umask's default."""
-    if preserve_mode and remote_mode is not None:
-        return stat.S_IMODE(remote_mode) & 0o777
+    """Permissions for a downloaded file: the remote ones (the container chose
+    them) without setuid, setgid or sticky bits and within the umask, or the
+    umask's default."""
     umask = os.umask(0o022)
     os.umask(umask)
+    if preserve_mode and remote_mode is not None:
+        return stat.S_IMODE(remote_mode) & 0o777 & ~umask
     return 0o666 & ~umask
 
 

@@ -15,11 +15,11 @@ say() { printf 'install.sh: %s\n' "$*" >&2; }
 # ---------------------------------------------------------------------------------- packages
 PACKAGES=(openssh-server openssh-client busybox-static uidmap sudo procps util-linux mount passwd
           coreutils python3 python3-venv python3-pip git ca-certificates)
-# container engines for fabns.testbeds: LXC, machined + nspawn (and the system/user D-Bus they
+# container engines for the test beds (tests/testbeds.py): LXC, machined + nspawn (and the system/user D-Bus they
 # need), Podman with runc (crun refuses this hybrid cgroup layout) and catatonit (the rootless
 # pause process; only a Recommends of podman); netcat for ProxyCommand into a network namespace
 PACKAGES+=(lxc lxc-templates systemd-container dbus dbus-user-session podman runc catatonit
-           netcat-openbsd)
+           netcat-openbsd fish)
 # tests/test_attacks.py builds a small shared object (a hostile container's LD_PRELOAD)
 PACKAGES+=(gcc libc6-dev)
 missing=()
@@ -28,7 +28,7 @@ for p in "${PACKAGES[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"
-  # without systemd as PID 1, a system bus started by hand (fabns.testbeds.SystemBus) would let
+  # without systemd as PID 1, a system bus started by hand (SystemBus in tests/testbeds.py) would let
   # apt's hooks D-Bus-activate packagekitd and polkitd, which then die with it: stop it first
   if [ "$(cat /proc/1/comm 2>/dev/null)" != systemd ] && [ -S /run/dbus/system_bus_socket ] \
     && [ -s /run/dbus/pid ] && kill -0 "$(cat /run/dbus/pid)" 2>/dev/null; then
@@ -59,7 +59,7 @@ if [ -e "$PODMAN_CONF" ] && ! head -1 "$PODMAN_CONF" | grep -qF "$PODMAN_CONF_MA
 fi
 tmp=$(mktemp)
 cat > "$tmp" <<EOF
-$PODMAN_CONF_MARK (fabns.testbeds)
+$PODMAN_CONF_MARK (tests/testbeds.py)
 [containers]
 default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
 [engine]
@@ -75,7 +75,7 @@ rm -f "$tmp"
 
 # ---------------------------------------------------------------------------------- users
 # name  subordinate id start  (each range is 65536 ids; alice's is what the containers expect)
-USERS=("alice 100000" "bob 165536" "carol 231072")
+USERS=("alice 100000" "bob 165536" "carol 231072" "dave 296608")
 for entry in "${USERS[@]}"; do
   read -r user start <<<"$entry"
   if ! id "$user" >/dev/null 2>&1; then
@@ -89,12 +89,14 @@ for entry in "${USERS[@]}"; do
 done
 # sshd with UsePAM no refuses key logins to accounts whose password field starts with '!'
 # ("locked"); '*' still allows no password. Only bare locks are replaced, never a hash.
-for user in root alice carol; do
+for user in root alice carol dave; do
   case "$(getent shadow "$user" | cut -d: -f2)" in
     '!' | '!!' | '!*') usermod -p '*' "$user" ;;
   esac
 done
 echo 'bob:fabns-test-password' | chpasswd
+# dave logs in with fish, a login shell that is not POSIX sh (fabns must not care)
+[ "$(getent passwd dave | cut -d: -f7)" = /usr/bin/fish ] || usermod -s /usr/bin/fish dave
 
 SUDOERS=/etc/sudoers.d/fabns-test
 tmp=$(mktemp)

@@ -31,6 +31,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -44,7 +45,7 @@ from typing import Any
 
 import pytest
 from invoke.exceptions import CommandTimedOut, UnexpectedExit
-from support import connect, method, replacing  # noqa: F401
+from support import connect, host_processes, method, replacing  # noqa: F401
 
 import fabns.host
 from fabns import (
@@ -1059,3 +1060,53 @@ class TestAutoPicksNoRacyWayIn:
         assert c.run("true", hide=True).ok
         assert c.method_name == expected
         assert ("user" in c.target.differing) == (expected == "setns")
+
+
+class TestHostGroupsNeverLeak:
+    """Container root makes a user namespace of its own (setgroups denied there);
+    host root enters a process in it. Host root's groups (0 among them) must not
+    come along: with them the command could read root-group files in any mount
+    the container can see."""
+
+    @pytest.mark.parametrize("method", ["setns", "nsenter"])
+    def test_nested_user_namespace(self, connect, harness, method):
+        outer = connect("root", "alice-subid", method="setns")
+        needle = f"sleep 7{secrets.randbelow(10**6):06d}"
+        outer.run(f"unshare -r {needle} </dev/null >/dev/null 2>&1 &", hide=True)
+        deadline = time.monotonic() + 10
+        while not host_processes(needle) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        found = host_processes(needle)
+        assert found, "the nested namespace did not start"
+        pid = int(found[0].split(":")[0])
+        try:
+            c = connect("root", "alice-subid", pid=pid, method=method)
+            status = c.run("cat /proc/self/status", hide=True).stdout
+            groups = status.split("Groups:")[1].split("\n")[0].split()
+            assert groups == [], f"{method} kept groups {groups} from the host"
+        finally:
+            os.kill(pid, signal.SIGKILL)
+
+
+class TestNonPosixLoginShell:
+    """sshd runs the command line with the SSH account's login shell. dave's is fish,
+    where a backslash escapes inside single quotes: a container value ending in one
+    would end a quoted word, and ``(cmd)`` is fish's command substitution."""
+
+    def test_fish_never_parses_container_bytes(self, world):
+        pwned = world / "fish-pwned"
+        env = {"AAA1": "x\\", "AAA2": f"(touch {pwned})", "AAA3": "y\\"}
+        base = world / "dave"
+        base.mkdir()
+        base.chmod(0o755)
+        server = SSHServer.start(base / "sshd", users=("dave",))
+        try:
+            with started(base, "fabns-fish", mode="maproot", owner="dave", env=env) as ctr:
+                for method in ("nsenter", "setns"):
+                    c = open_connection(server, "dave", pid=ctr.leader_pid, method=method)
+                    with c:
+                        out = c.run('printf \'%s|\' "$AAA1" "$AAA2" "$AAA3"', hide=True)
+                    assert out.stdout == f"x\\|(touch {pwned})|y\\|", method
+                    assert not pwned.exists(), f"fish ran container bytes via {method}"
+        finally:
+            server.stop()

@@ -285,3 +285,31 @@ def test_the_assembler_drops_exactly_the_sibling_imports():
     assert _without_sibling_imports("sample", source, ("protocol", "enter")) == (
         "import os\nX = (KEEP, MODES, exact, os)\n"
     )
+
+
+@pytest.mark.parametrize("mode", sorted(PROGRAMS))
+def test_once_serving_no_file_is_ever_imported_and_no_traceback_printed(mode, tmp_path):
+    """After the helper enters, paths are the container's: no import may read a file.
+
+    Python 3.13 imports ``traceback`` to print an uncaught exception; with the
+    container's root that would run the container's ``traceback.py`` as host
+    root. `seal` leaves only the built-in and frozen importers, restores SIGINT
+    (so a signal from inside kills instead of raising), and ends the process on
+    an uncaught exception without any hook.
+    """
+    (tmp_path / "evilmod.py").write_text("open(__file__ + '.ran', 'w').close()\n")
+    probe = (
+        "\nimport signal as _s, sys as _y\n"
+        f"_y.path.insert(0, {str(tmp_path)!r})\n"
+        "seal()\n"
+        "assert _s.getsignal(_s.SIGINT) is _s.SIG_DFL\n"
+        "try:\n    import evilmod\nexcept ImportError:\n    print('refused', flush=True)\n"
+        "raise RuntimeError('escaped')\n"
+    )
+    source = program(mode).replace('if __name__ == "__main__":', "if False:")
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", source + probe], capture_output=True, text=True
+    )
+    assert done.stdout == "refused\n"
+    assert not (tmp_path / "evilmod.py.ran").exists()
+    assert done.returncode == 125 and "Traceback" not in done.stderr

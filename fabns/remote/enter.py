@@ -338,15 +338,20 @@ def enter(target):
     if new_userns and os.geteuid() == 0 and setgroups_allowed(target.own_setgroups):
         # Supplementary groups that would otherwise leak in from the host:
         # none if root owns the target userns, else the owner's own groups.
+        # An owner without a host account (a namespace made inside another one)
+        # gets no groups at all: never root's.
         owner = owner_uid(fds["user"])
         try:
-            if owner == 0:
+            entry = pwd.getpwuid(owner) if owner != 0 else None
+        except KeyError:
+            entry = None
+        try:
+            if entry is None:
                 os.setgroups([])
             else:
-                entry = pwd.getpwuid(owner)
                 os.initgroups(entry.pw_name, entry.pw_gid)
-        except (OSError, KeyError):
-            pass
+        except OSError as e:
+            raise Failure("setgroups", e.errno, "dropping the host's groups")
         set_non_dumpable()
     failed = []
     # Pass 1: everything but the user namespace, while we still hold our own
@@ -559,7 +564,7 @@ def do_exec(request):
         marker(nonce, MARKER_ERROR, f.step, f.err, f.detail)
     except OSError as e:
         marker(nonce, MARKER_ERROR, "exec", e.errno, shown(e.filename or ""))
-    except Exception as e:  # a bad request: still a structured error, never a traceback
+    except BaseException as e:  # a bad request: still a structured error, never a traceback
         marker(nonce, MARKER_ERROR, "exec", errno.EINVAL, "%s: %s" % (type(e).__name__, e))
     os._exit(EXIT_SETUP_FAILED)
 

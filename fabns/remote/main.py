@@ -8,9 +8,36 @@ request, answered on stderr with exit status 2, never with a traceback.
 
 import base64
 import json
+import os
+import signal
 import sys
 
-from .protocol import MODES
+from .protocol import EXIT_SETUP_FAILED, MODES
+
+
+def seal():
+    """From here on, nothing can run code from a file, and nothing prints a traceback.
+
+    After entering, paths name the container's files (its root, its
+    /usr/lib/python3*). Every module the helper uses is loaded by now, so the
+    import system keeps only the built-in and frozen importers: a lazy import
+    (Python 3.13 imports ``traceback`` to print an uncaught exception) fails
+    instead of running the container's code as host root. SIGINT from inside
+    the target kills instead of raising, and an exception that still escapes
+    ends the process without a hook.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    sys.path[:] = []
+    sys.path_hooks[:] = []
+    sys.path_importer_cache.clear()
+    sys.meta_path[:] = [
+        finder
+        for finder in sys.meta_path
+        if getattr(finder, "__name__", "") in ("BuiltinImporter", "FrozenImporter")
+    ]
+    sys.excepthook = lambda *info: os._exit(EXIT_SETUP_FAILED)
+    if hasattr(sys, "unraisablehook"):  # Python 3.8+
+        sys.unraisablehook = lambda unraisable: None  # novermin
 
 
 def main(argv):
@@ -26,7 +53,11 @@ def main(argv):
     mode = request.get("mode")
     serve = MODES.get(mode) if isinstance(mode, str) else None
     if serve is not None:
-        return serve(request)
+        seal()
+        try:
+            return serve(request)
+        except BaseException:  # never a traceback, never a hook: see seal()
+            os._exit(EXIT_SETUP_FAILED)
     sys.stderr.write("fabns helper: unknown mode\n")
     return 2
 

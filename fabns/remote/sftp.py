@@ -32,13 +32,13 @@ def do_sftp(request):
     except OSError as e:
         marker(nonce, MARKER_ERROR, "sftp", e.errno, shown(e.filename or ""))
         os._exit(EXIT_SETUP_FAILED)
-    except Exception as e:
+    except BaseException as e:
         marker(nonce, MARKER_ERROR, "sftp", errno.EINVAL, "%s: %s" % (type(e).__name__, e))
         os._exit(EXIT_SETUP_FAILED)
     marker(nonce, MARKER_OK)
     try:
         server.serve()
-    except Exception:
+    except BaseException:
         pass  # the channel broke: nobody left to tell
     finally:
         server.cleanup()

@@ -39,7 +39,7 @@ class Nsenter(ShellWayIn):
     """Enter with ``nsenter -t PID`` and explicit namespace flags."""
 
     name: ClassVar[str] = "nsenter"
-    tools: ClassVar[tuple[str, ...]] = ("nsenter", "readlink")
+    tools: ClassVar[tuple[str, ...]] = ("nsenter", "readlink", "setpriv")
     error_prefix: ClassVar[str | None] = "nsenter: "
 
     def nsenter_argv(self, call: Call) -> list[str]:
@@ -49,6 +49,10 @@ class Nsenter(ShellWayIn):
         argv.append("-r")
         if leader.new_userns and leader.setgroups == "deny":
             argv.append("--preserve-credentials")
+            if self.host_user == "root" or leader.elevated:
+                # nsenter would keep host root's groups (0 among them) inside:
+                # drop them first, as setgroups is denied in there
+                argv = [self.tool("setpriv"), "--clear-groups", *argv]
         creds = call.credentials
         if creds.uid is not None:
             argv += ["-S", str(creds.uid)]
