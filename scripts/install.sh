@@ -3,8 +3,8 @@
 # a re-run on a prepared machine takes about a second.
 #   - Debian packages: OpenSSH (never started as a service), busybox-static for container root
 #     filesystems, uidmap (newuidmap/newgidmap), sudo, util-linux (unshare, nsenter, setpriv)
-#   - test users: alice (no sudo), bob (sudo with password), carol (sudo NOPASSWD), each with
-#     its own /etc/subuid and /etc/subgid range
+#   - test users: alice (no sudo), bob (sudo with password), carol (sudo NOPASSWD), dave (no
+#     sudo, fish as login shell), each with its own /etc/subuid and /etc/subgid range
 #   - .venv in the repository root with fabns installed editable, plus the dev extras
 set -euo pipefail
 cd "$(dirname "$0")/.."
