@@ -407,14 +407,16 @@ class TestOwnRootfs:
         assert oct(os.lstat(rootfs / "tmp").st_mode & 0o7777) == "0o1777"
 
     def test_zstd_archives_are_read_where_tarfile_can(self, scratch):
-        if not shutil.which("zstd"):
-            pytest.skip("no zstd here to make the archive")
         plain = tarball(scratch, ".tar")
         archive = scratch / "image.tar.zst"
-        subprocess.run(["zstd", "-q", str(plain), "-o", str(archive)], check=True)
-        if "zst" in tarfile.TarFile.OPEN_METH:
+        if "zst" in tarfile.TarFile.OPEN_METH:  # Python 3.14+: it writes zstd too
+            with tarfile.open(plain) as source, tarfile.open(archive, "w:zst") as target:
+                for member in source.getmembers():
+                    data = source.extractfile(member) if member.isfile() else None
+                    target.addfile(member, data)
             assert (import_rootfs(archive, scratch / "out") / "etc/fabns-marker").exists()
-        else:
+        else:  # what a zstd frame looks like to a tarfile that cannot read zstd
+            archive.write_bytes(b"\x28\xb5\x2f\xfd" + plain.read_bytes()[:4096])
             with pytest.raises(HarnessError, match="cannot read zstd"):
                 import_rootfs(archive, scratch / "out")
 
