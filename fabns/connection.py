@@ -227,11 +227,6 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
         """How fabns gets host privilege for this target."""
         return self.target_session.elevation
 
-    def describe_target(self) -> str:
-        if self._target_session is not None:
-            return self._target_session.describe()
-        return f"{self.target_spec.key} on {self.host}"
-
     def _retrying(self, action: Callable[[TargetSession], T]) -> T:
         """Run ``action`` on the target session -- the one retry policy.
 
@@ -303,10 +298,6 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
     def python(self) -> str:
         """The host's Python for the helper (config ``fabns.python``)."""
         return fabns_setting(self.config, "python", "python3")
-
-    def target_label(self) -> str:
-        """A short name for the target, for file names: ``pid-4242`` or the container name."""
-        return self.target_spec.label
 
     def sftp(self) -> paramiko.SFTPClient:
         """An SFTP client whose paths are the *target's* filesystem.

@@ -32,12 +32,23 @@ BASE64 = "/usr/bin/base64"
 #: Programs fabns may run on the host, found once per connection.
 HOST_TOOLS = (
     "sudo", "nsenter", "lxc-attach", "lxc-ls", "machinectl", "podman", "docker", "runuser",
-    "systemd-run", "stty", "readlink", "setpriv", "base64", "python3",
+    "systemd-run", "stty", "readlink", "setpriv",
 )  # fmt: skip
 #: Seconds a host step (probe, lookup, kill) may take before `HostTimeout`.
 HOST_STEP_TIMEOUT = 60.0
 #: sudo's prompt is empty: fabns never looks for it; the host side asks with a marker instead.
 SUDO_PROMPT = ""
+
+
+def owner_session_env(uid: int, home: str) -> list[str]:
+    """``env`` argv prefix giving a host user's tools that user's session: home,
+    runtime directory and session bus (what a login through pam_systemd sets)."""
+    return [
+        ENV,
+        f"HOME={home}",
+        f"XDG_RUNTIME_DIR=/run/user/{uid}",
+        f"DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/{uid}/bus",
+    ]
 
 
 def fixed_argv(script: str) -> list[str]:
@@ -196,10 +207,6 @@ class HostSession:
                 raise UnknownUser(f"no user {user!r} on {self.name} (owner=)")
             self._accounts[user] = (int(fields[2]), fields[5])
         return self._accounts[user]
-
-    def uid_of(self, user: str) -> int:
-        """Host uid of ``user`` (an ``owner=``); `UnknownUser` if none."""
-        return self.account(user)[0]
 
     # -- privilege -----------------------------------------------------------------
 

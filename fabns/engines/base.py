@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from fabns.errors import ElevationRequired, EngineUnavailable, ToolMissing
-from fabns.host import ENV, HostResult, HostSession
+from fabns.host import HostResult, HostSession, owner_session_env
 from fabns.quoting import join, quote
 
 #: The order ``engine="auto"`` tries the engines installed on the host.
@@ -79,14 +79,7 @@ class Engine(ABC):
         command = join([path, *argv[1:]])
         if self.owner is not None and as_owner:
             uid, home = host.account(self.owner)
-            env = join(
-                [
-                    ENV,
-                    f"HOME={home}",
-                    f"XDG_RUNTIME_DIR=/run/user/{uid}",
-                    f"DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/{uid}/bus",
-                ]
-            )
+            env = join(owner_session_env(uid, home))
             if self.owner == facts.name:
                 return self._checked(host.run(f"{env} {command}"))
             runuser = host.tool("runuser")

@@ -142,14 +142,18 @@ class Harness:
         cls.from_description(state).stop()
 
 
-def _stop_all(sshd: SSHServer | None, containers: Iterable[Container]) -> None:
-    """Stop everything, even when one piece fails; then raise the first failure."""
+def stop_all(pieces: Iterable[Container | SSHServer], what: str = "the harness") -> None:
+    """Stop every piece, even when one fails; then raise the first failure."""
     errors: list[BaseException] = []
-    pieces: list[Container | SSHServer] = [*containers, *([sshd] if sshd is not None else [])]
     for piece in pieces:
         try:
             piece.stop()
         except Exception as error:
             errors.append(error)
     if errors:
-        raise HarnessError(f"stopping the harness failed: {errors}") from errors[0]
+        raise HarnessError(f"stopping {what} failed: {errors}") from errors[0]
+
+
+def _stop_all(sshd: SSHServer | None, containers: Iterable[Container]) -> None:
+    """Stop the containers, then the sshd."""
+    stop_all([*containers, *([sshd] if sshd is not None else [])])

@@ -43,6 +43,7 @@ import pytest
 from fabns import Config, NamespaceConnection
 from fabns.testing.base import NOPASSWD_USER, SUDO_USER, TEST_USER, HarnessError
 from fabns.testing.containers import Container, chroot_limitation
+from fabns.testing.harness import stop_all
 from fabns.testing.sshd import SSHServer
 
 __all__ = [
@@ -177,14 +178,7 @@ def fabns_container(
         return started[name]
 
     yield factory
-    errors = []
-    for container in started.values():
-        try:
-            container.stop()
-        except Exception as error:
-            errors.append(error)
-    if errors:
-        raise HarnessError(f"stopping the test's containers failed: {errors}") from errors[0]
+    stop_all(started.values(), "the test's containers")
     shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from fabns.errors import InvalidArgument
-from fabns.host import ENV
+from fabns.host import owner_session_env
 from fabns.quoting import check_env_name, join
 from fabns.ways.base import Call, HostCommand, ShellWayIn
 
@@ -51,13 +51,8 @@ class LxcAttach(ShellWayIn):
         owner = leader.owner
         if owner is None or owner == "root":
             return argv, options
-        uid = leader.owner_uid
-        env = [
-            ENV,
-            f"HOME={leader.owner_home}",
-            f"XDG_RUNTIME_DIR=/run/user/{uid}",
-            f"DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/{uid}/bus",
-        ]
+        assert leader.owner_uid is not None  # set with the owner when the target resolved
+        env = owner_session_env(leader.owner_uid, leader.owner_home)
         scope = [self.tool("systemd-run"), "--user", "--scope", "--quiet", "-p", "Delegate=yes"]
         argv = [*env, *scope, *argv]
         if owner != self.host_user:
