@@ -23,6 +23,7 @@ PROGRAMS: Mapping[str, tuple[str, ...]] = {
     "probe": ("protocol", "enter", "probe", "main"),
     "exec": ("protocol", "enter", "main"),
     "sftp": ("protocol", "enter", "sftp", "main"),
+    "serve": ("protocol", "enter", "sftp", "serve", "main"),
 }
 
 

@@ -19,6 +19,7 @@ from fabns.accounts import Credentials, merge_environment
 from fabns.engines import Found, find_leader
 from fabns.errors import (
     HelperError,
+    HostTimeout,
     InvalidArgument,
     NamespaceError,
     NotALeader,
@@ -138,7 +139,7 @@ class TargetSession:
             uid, gid = self.spec.uid, self.spec.gid if gid is None else gid
         return self.leader.book.credentials(uid, gid, default_root=True)
 
-    def command_script(
+    def call(
         self,
         command: str,
         env: dict[str, Any],
@@ -146,20 +147,24 @@ class TargetSession:
         uid: int | str | None = None,
         gid: int | str | None = None,
         shell: str | None = None,
-    ) -> HostCommand:
-        """The host script and its arguments (before host privilege) that run ``command``
-        inside. `InvalidArgument` for text that cannot reach the target exactly."""
+    ) -> Call:
+        """``command`` fully decided: credentials, the whole environment, the shell.
+        `InvalidArgument` for text that cannot reach the target exactly."""
         creds = self.credentials(uid, gid)
         check_text(command, "the command")
         if shell is not None:
             check_text(shell, "the shell")
-        call = Call(
+        return Call(
             command=command,
             credentials=creds,
             environment=merge_environment(self.leader.environment, creds, env),
             shell=shell or creds.shell,
         )
-        return self.way.command(call)
+
+    def command_script(self, command: str, env: dict[str, Any], **options: Any) -> HostCommand:
+        """The host script and its arguments (before host privilege) that run ``command``
+        inside (``options`` as for `call`)."""
+        return self.way.command(self.call(command, env, **options))
 
     def entry_failure(
         self, markers: MarkerFilter, exited: int, text: str
@@ -189,19 +194,40 @@ class TargetSession:
             **entry_request("sftp", self.leader, self.nonce, self.credentials()),
             "temp_prefix": temp_prefix,
         }
+        channel = self._entered_channel(request)
+        # a helper that stops answering (stopped, or stuck on a file inside)
+        # fails the transfer after fabns.host_timeout instead of hanging it
+        channel.settimeout(self.host.timeout)
+        return channel
+
+    def serve_channel(self) -> Any:
+        """A channel with a ``serve`` helper inside the target, entered, its frames next.
+
+        The helper runs with host privilege; who each command runs as is in
+        its own request (`fabns.ways.setns.command_request`).
+        """
+        return self._entered_channel(
+            entry_request("serve", self.leader, self.nonce, self.credentials())
+        )
+
+    def _entered_channel(self, request: dict[str, Any]) -> Any:
         channel = self.host.start(helper_command(self.python, request), self.elevation)
         markers = MarkerFilter(self.nonce)
         # Only the helper's marker lines come before ``ok``; read them a byte at a
-        # time so that nothing of the SFTP stream after it is consumed here.
-        while not markers.done:
-            byte = channel.recv(1)
-            if not byte:
-                break
-            markers.feed(byte)
+        # time so that nothing of the stream after it is consumed here.
+        try:
+            while not markers.done:
+                byte = channel.recv(1)
+                if not byte:
+                    break
+                markers.feed(byte)
+        except TimeoutError as error:
+            channel.close()
+            raise HostTimeout(
+                f"the fabns helper on {self.host.name} did not enter {self.describe()} "
+                f"within {self.host.timeout:.0f} s (fabns.host_timeout)"
+            ) from error
         if markers.entered:
-            # a helper that stops answering (stopped, or stuck on a file inside)
-            # fails the transfer after fabns.host_timeout instead of hanging it
-            channel.settimeout(self.host.timeout)
             return channel
         stderr = b""
         while chunk := channel.recv_stderr(65536):

@@ -13,7 +13,9 @@ import pytest
 
 from fabns import Config, NamespaceConnection
 
-METHODS = ("nsenter", "setns")
+#: The ways in the behaviour suite runs through; "persistent" is the setns helper
+#: entered once (``persistent=True``), every command a stream of its session.
+METHODS = ("nsenter", "setns", "persistent")
 #: (ssh user, container key) pairs that work without host privilege, or with it as root.
 ROOT_TARGETS = (("root", "plain"), ("root", "rootns"))
 OWNER_TARGETS = (("alice", "alice-maproot"), ("alice", "alice-subid"))
@@ -24,8 +26,20 @@ Connect = Callable[..., NamespaceConnection]
 
 @pytest.fixture(params=METHODS)
 def method(request: pytest.FixtureRequest) -> str:
-    """Each way in that works for every kind of ``pid=`` target."""
+    """Each way in that works for every kind of ``pid=`` target (and persistent sessions)."""
     return str(request.param)
+
+
+def way_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` for a connection, with ``method="persistent"`` made real (in place)."""
+    if kwargs.get("method") == "persistent":
+        kwargs.update(method="setns", persistent=True)
+    return kwargs
+
+
+def way_name(method: str) -> str:
+    """The ``method_name`` a connection made with `method` reports."""
+    return "setns" if method == "persistent" else method
 
 
 @pytest.fixture
@@ -50,6 +64,7 @@ def connect(harness: Any) -> Iterator[Connect]:
             pytest.skip(f"{container}: {harness.unavailable[container]}")
         if "pid" not in kwargs:
             kwargs["pid"] = harness.containers[container].leader_pid
+        way_options(kwargs)
         conn = NamespaceConnection(**harness.sshd.connection_kwargs(user), **kwargs)
         made.append(conn)
         return conn

@@ -45,7 +45,7 @@ from typing import Any
 
 import pytest
 from invoke.exceptions import CommandTimedOut, UnexpectedExit
-from support import connect, host_processes, method, replacing  # noqa: F401
+from support import connect, host_processes, method, replacing, way_options  # noqa: F401
 
 import fabns.host
 from fabns import (
@@ -306,7 +306,9 @@ def open_connection(server: SSHServer, user: str = "root", **kwargs: Any) -> Nam
     for key, value in kwargs.pop("overrides", {}).items():
         overrides.setdefault(key, {}).update(value)
     config = Config(overrides=overrides)
-    return NamespaceConnection(**server.connection_kwargs(user), config=config, **kwargs)
+    return NamespaceConnection(
+        **server.connection_kwargs(user), config=config, **way_options(kwargs)
+    )
 
 
 def read_inside(ctr: Container, path: str) -> bytes | None:

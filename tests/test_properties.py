@@ -44,7 +44,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
-from support import method  # noqa: F401
+from support import method, way_options  # noqa: F401
 
 from fabns import Config, InvalidArgument, NamespaceConnection, NamespaceError
 
@@ -282,7 +282,7 @@ class Pool:
     def fresh(self, user: str = "root", **kwargs: Any) -> NamespaceConnection:
         """A new connection (the caller closes it)."""
         ssh = self.harness.sshd.connection_kwargs(user)
-        return NamespaceConnection(**ssh, config=config(), **kwargs)
+        return NamespaceConnection(**ssh, config=config(), **way_options(kwargs))
 
     def close(self) -> None:
         """Close the connections; remove the directories and marks made in the containers."""

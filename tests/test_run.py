@@ -16,7 +16,15 @@ import pytest
 from fabric.runners import Result
 from invoke.exceptions import CommandTimedOut, UnexpectedExit
 from invoke.watchers import Responder
-from support import ALL_TARGETS, METHODS, OWNER_TARGETS, connect, host_processes, method  # noqa: F401
+from support import (  # noqa: F401
+    ALL_TARGETS,
+    METHODS,
+    OWNER_TARGETS,
+    connect,
+    host_processes,
+    method,
+    way_name,
+)
 
 from fabns import InvalidArgument, UnknownUser
 
@@ -50,7 +58,7 @@ class TestWhereItRuns:
         leader = harness.containers[key].leader_pid
         assert out[1] == os.readlink(f"/proc/{leader}/ns/pid")  # the container's pid namespace
         assert out[2] == "0"  # root of the target by default, like nsenter
-        assert c.method_name == method
+        assert c.method_name == way_name(method)
         assert c.target.pid == harness.containers[key].leader_pid
 
     def test_mount_namespace_sees_only_the_containers_tmpfs(self, connect, method, target):
@@ -208,7 +216,7 @@ class TestCredentials:
         out = c.run("id -u; id -g; id -G; echo $HOME $USER", hide=True).stdout.splitlines()
         assert out[:2] == ["1002", "1002"]
         assert out[3] == "/home/app app"
-        if method == "setns":  # initgroups: primary plus wheel and staff
+        if way_name(method) == "setns":  # initgroups: primary plus wheel and staff
             assert sorted(map(int, out[2].split())) == [10, 50, 1002]
         else:  # nsenter -S/-G clears supplementary groups
             assert out[2].split() == ["1002"]

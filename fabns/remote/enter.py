@@ -474,12 +474,12 @@ def wait_and_relay(child, nonce):
     os._exit(os.WEXITSTATUS(status))
 
 
-def enter_and_fork(request):
-    """Verify, enter, fork, set up the child; the parent never returns from here.
+def open_target(request):
+    """Verify the target and enter its namespaces and cgroups (not yet its root).
 
-    All markers are written here or by the caller before anything of the
-    container runs: ``pid`` (ours, with our start time) once the target is
-    verified, then ``ok`` right before execve or ``err``.
+    Returns ``(target, new_userns, inherited)``; on failure writes the ``err``
+    marker and exits. The ``pid`` marker (ours, with our start time) is written
+    once the target is verified.
     """
     nonce = request["nonce"]
     pid = int(request["pid"])
@@ -500,34 +500,89 @@ def enter_and_fork(request):
         os._exit(EXIT_SETUP_FAILED)
     sys.stdout.flush()
     sys.stderr.flush()
-    child = os.fork()
-    if child:
-        target.close()
-        close_fds(inherited)
-        wait_and_relay(child, nonce)
+    return target, new_userns, inherited
+
+
+def become(who, target, new_userns):
+    """In a child of `open_target`: the target's root, ``who``'s credentials and directory.
+
+    ``who`` has ``uid``, ``gid``, ``groups`` and ``cwd`` (a request). Closes
+    nothing of ``target`` (the caller does).
+    """
     # The setgroups rule of the namespace we are now in, as read on the host.
     may_setgroups = setgroups_allowed(target.setgroups if new_userns else target.own_setgroups)
-    uid = request.get("uid")
-    gid = request.get("gid")
+    uid = who.get("uid")
+    gid = who.get("gid")
     if new_userns:
         uid = 0 if uid is None else uid
         gid = 0 if gid is None else gid
-    groups = request.get("groups")
+    groups = who.get("groups")
     if groups is None and (uid is not None or gid is not None):
         groups = []
     try:
         os.fchdir(target.root)
         os.chroot(".")
     except OSError as e:
-        raise Failure("chroot", e.errno, "/proc/%d/root" % pid)
-    finally:
-        target.close()
+        raise Failure("chroot", e.errno, "/proc/%d/root" % target.pid)
     switch_credentials(uid, gid, groups, may_setgroups)
     try:
-        os.chdir(exact(request.get("cwd") or "/"))
+        os.chdir(exact(who.get("cwd") or "/"))
     except OSError:
         os.chdir(b"/")
+
+
+def enter_and_fork(request):
+    """Verify, enter, fork, set up the child; the parent never returns from here.
+
+    All markers are written here or by the caller before anything of the
+    container runs: ``pid`` (ours, with our start time) once the target is
+    verified, then ``ok`` right before execve or ``err``.
+    """
+    nonce = request["nonce"]
+    target, new_userns, inherited = open_target(request)
+    child = os.fork()
+    if child:
+        target.close()
+        close_fds(inherited)
+        wait_and_relay(child, nonce)
+    try:
+        become(request, target, new_userns)
+    finally:
+        target.close()
     close_fds(inherited)
+
+
+def exec_arguments(request):
+    """The checked ``(argv, env)`` of a request, as exact bytes (after `become`).
+
+    What execve would refuse is refused here, while an error can still be
+    reported; a login shell that is missing falls back to ``fallback_shell``.
+    """
+    if not isinstance(request.get("argv"), list) or not request["argv"]:
+        raise Failure("exec", errno.EINVAL, "argv must be a non-empty list")
+    if not isinstance(request.get("env") or {}, dict):
+        raise Failure("exec", errno.EINVAL, "env must be an object")
+    env = dict((exact(k), exact(v)) for k, v in (request.get("env") or {}).items())
+    argv = [exact(a) for a in request["argv"]]
+    for key, value in env.items():
+        if not key or b"=" in key or b"\0" in key or b"\0" in value:
+            raise Failure("exec", errno.EINVAL, "bad environment variable %r" % shown(key))
+    if any(b"\0" in arg for arg in argv):
+        raise Failure("exec", errno.EINVAL, "NUL byte in argv")
+    if not os.access(argv[0], os.X_OK):
+        fallback = request.get("fallback_shell")
+        fallback = exact(fallback) if fallback else None
+        if fallback and argv[0] != fallback and os.access(fallback, os.X_OK):
+            argv[0] = fallback
+        else:
+            raise Failure("exec", errno.ENOENT, shown(argv[0]))
+    return argv, env
+
+
+def default_signals():
+    """Python ignores these; an ignored signal would survive execve."""
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def do_exec(request):
@@ -535,29 +590,9 @@ def do_exec(request):
     try:
         enter_and_fork(request)
         # Exact bytes: what the client sent, whatever the host's locale.
-        if not isinstance(request.get("argv"), list) or not request["argv"]:
-            raise Failure("exec", errno.EINVAL, "argv must be a non-empty list")
-        if not isinstance(request.get("env") or {}, dict):
-            raise Failure("exec", errno.EINVAL, "env must be an object")
-        env = dict((exact(k), exact(v)) for k, v in (request.get("env") or {}).items())
-        argv = [exact(a) for a in request["argv"]]
-        # What execve would refuse, refused now: after the ok marker it is too late.
-        for key, value in env.items():
-            if not key or b"=" in key or b"\0" in key or b"\0" in value:
-                raise Failure("exec", errno.EINVAL, "bad environment variable %r" % shown(key))
-        if any(b"\0" in arg for arg in argv):
-            raise Failure("exec", errno.EINVAL, "NUL byte in argv")
-        if not os.access(argv[0], os.X_OK):
-            fallback = request.get("fallback_shell")
-            fallback = exact(fallback) if fallback else None
-            if fallback and argv[0] != fallback and os.access(fallback, os.X_OK):
-                argv[0] = fallback
-            else:
-                raise Failure("exec", errno.ENOENT, shown(argv[0]))
+        argv, env = exec_arguments(request)
         die_with_parent()
-        # Python ignores these; an ignored signal would survive execve.
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-            signal.signal(sig, signal.SIG_DFL)
+        default_signals()
         marker(nonce, MARKER_OK)
         os.execve(argv[0], argv, env)
     except Failure as f:

@@ -77,3 +77,33 @@ def marker(nonce, kind, *fields):
 # An SFTP status for a failed system call carries its errno in the status's
 # language-tag field, as "errno=N" (SFTP v3 has no field for it; the tag is free).
 STATUS_ERRNO_TAG = "errno="
+
+
+# -- the serve mode's frames ----------------------------------------------------
+# After its ``ok`` marker, a ``serve`` helper reads and writes frames: a header
+# (kind: 1 byte, stream: 4 bytes, payload length: 4 bytes, big-endian), then
+# the payload. Stream 0 is the session itself. Only the helper writes frames to
+# the client: what a command prints is always the payload of an output frame.
+FRAME_HEADER = ">BII"
+FRAME_HEADER_SIZE = 9
+#: Largest payload of one frame.
+FRAME_MAX = 1 << 18
+#: Bytes of output one stream may have in flight before the client credits
+#: them back (and of input, the other way round): per stream, so one slow
+#: reader never stalls another.
+STREAM_WINDOW = 1 << 20
+# client -> helper
+FRAME_OPEN = 1  # JSON: argv, env, cwd, uid, gid, groups, pty {cols, rows}, sftp
+FRAME_STDIN = 2  # bytes for the command's stdin
+FRAME_EOF = 3  # close the command's stdin
+FRAME_SIGNAL = 4  # ASCII signal number, for the command's process group
+FRAME_WINCH = 5  # ASCII "cols rows"
+FRAME_CREDIT = 6  # ASCII count of output bytes the client has taken
+# helper -> client
+FRAME_STARTED = 16  # JSON: pid (the command runs)
+FRAME_FAILED = 17  # JSON: step, errno, detail (it never ran)
+FRAME_STDOUT = 18
+FRAME_STDERR = 19
+FRAME_STDIN_CREDIT = 20  # ASCII count of stdin bytes written to the command
+FRAME_EXIT = 21  # JSON: status or signal, and lost (why the helper ended it)
+FRAME_GONE = 22  # stream 0, JSON: detail -- the leader exited; the helper ends

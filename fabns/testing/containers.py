@@ -63,6 +63,11 @@ for d in null zero full random urandom tty; do
   : > "$R/dev/$d"; mount --bind "/dev/$d" "$R/dev/$d"
 done
 ln -s /proc/self/fd "$R/dev/fd"
+# its own pty instance, as LXC, machined and Podman give theirs
+mkdir "$R/dev/pts"
+if mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts "$R/dev/pts" 2>/dev/null; then
+  ln -s pts/ptmx "$R/dev/ptmx"
+fi
 mount -t tmpfs -o mode=1777 tmp "$R/tmp"
 ip link set lo up 2>/dev/null || true
 cd "$R"; mkdir -p .oldroot

@@ -17,6 +17,16 @@ from fabns.target import Leader
 from fabns.ways.base import Call, HostCommand, WayIn
 
 
+def credentials_request(credentials: Credentials) -> dict[str, object]:
+    """The part of a helper request that says who to be inside, and where to start."""
+    return {
+        "uid": credentials.uid,
+        "gid": credentials.gid,
+        "groups": list(credentials.groups) if credentials.groups is not None else None,
+        "cwd": credentials.home,
+    }
+
+
 def entry_request(
     mode: str, leader: Leader, nonce: str, credentials: Credentials
 ) -> dict[str, object]:
@@ -27,11 +37,18 @@ def entry_request(
         "pid": leader.pid,
         "start_time": leader.start_time,
         "ns": dict(leader.namespaces),
-        "uid": credentials.uid,
-        "gid": credentials.gid,
-        "groups": list(credentials.groups) if credentials.groups is not None else None,
-        "cwd": credentials.home,
+        **credentials_request(credentials),
         "cgroups": True,
+    }
+
+
+def command_request(call: Call) -> dict[str, object]:
+    """What runs ``call`` once entered: who, where, the environment and the argv."""
+    return {
+        **credentials_request(call.credentials),
+        "env": dict(call.environment),
+        "argv": [call.shell, "-c", call.command],
+        "fallback_shell": "/bin/sh",
     }
 
 
@@ -43,9 +60,7 @@ class Setns(WayIn):
     def request(self, call: Call) -> dict[str, object]:
         return {
             **entry_request("exec", self.leader, self.nonce, call.credentials),
-            "env": dict(call.environment),
-            "argv": [call.shell, "-c", call.command],
-            "fallback_shell": "/bin/sh",
+            **command_request(call),
         }
 
     def command(self, call: Call) -> HostCommand:
