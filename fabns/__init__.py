@@ -7,6 +7,7 @@ from fabns.config import Config
 from fabns.connection import NamespaceConnection
 from fabns.errors import (
     AmbiguousContainer,
+    ConfigError,
     ContainerNotFound,
     ContainerStopped,
     ElevationRequired,
@@ -24,12 +25,14 @@ from fabns.errors import (
     TransferFailed,
     UnknownUser,
 )
+from fabns.group import NamespaceGroup, ThreadingNamespaceGroup
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AmbiguousContainer",
     "Config",
+    "ConfigError",
     "ContainerNotFound",
     "ContainerStopped",
     "ElevationRequired",
@@ -39,11 +42,13 @@ __all__ = [
     "InvalidArgument",
     "NamespaceConnection",
     "NamespaceError",
+    "NamespaceGroup",
     "NotALeader",
     "NotImplementedYet",
     "PermissionDenied",
     "TargetChanged",
     "TargetNotFound",
+    "ThreadingNamespaceGroup",
     "ToolMissing",
     "TransferFailed",
     "UnknownUser",

@@ -20,11 +20,12 @@ import paramiko
 from fabric import Connection
 
 from fabns.accounts import Credentials, check_id
-from fabns.config import as_fabns_config, fabns_setting
-from fabns.errors import NotImplementedYet, TargetChanged
+from fabns.config import as_fabns_config, connection_options, fabns_setting, target_options
+from fabns.errors import InvalidArgument, NotImplementedYet, TargetChanged
 from fabns.host import Elevation, HostSession
 from fabns.quoting import quote, shell_path
 from fabns.session import TargetSession
+from fabns.shared import SharedTransport
 from fabns.spec import TargetSpec
 from fabns.target import Leader
 from fabns.transfer import TEMP_PREFIX, NamespaceTransfer, TargetSFTPClient
@@ -60,7 +61,12 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
         ``config`` may be any Fabric or Invoke config (it is cloned into a
         `fabns.Config`, and ``FABRIC_*`` environment variables are loaded).
 
+    Options left out (or ``None``) come from the ``fabns`` config subtree
+    (``fabric.yaml``, ``FABRIC_FABNS_METHOD``...; see `fabns.config`).
+
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+        Option defaults come from the config.
     """
 
     # Declared at class level: Invoke's DataProxy would turn new instance
@@ -70,6 +76,7 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
     fabns_nonce: str = ""
     _host_session: HostSession | None = None
     _target_session: TargetSession | None = None
+    _shared: SharedTransport | None = None
 
     def __init__(
         self,
@@ -77,22 +84,25 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
         *,
         pid: int | None = None,
         container: str | None = None,
-        engine: str = "auto",
+        engine: str | None = None,
         owner: str | None = None,
-        method: str = "auto",
+        method: str | None = None,
         uid: int | str | None = None,
         gid: int | str | None = None,
-        persistent: bool = False,
+        persistent: bool | None = None,
         spec: TargetSpec | None = None,
         **fabric_kwargs: Any,
     ) -> None:
-        fabric_kwargs["config"] = as_fabns_config(fabric_kwargs.get("config"))
+        config = as_fabns_config(fabric_kwargs.get("config"))
+        fabric_kwargs["config"] = config
         super().__init__(host, **fabric_kwargs)
+        options = connection_options(
+            config, pid=pid, container=container, engine=engine, owner=owner, method=method,
+            uid=uid, gid=gid, persistent=persistent,
+        )  # fmt: skip
+        persistent = bool(options.pop("persistent"))
         if spec is None:
-            spec = TargetSpec(
-                pid=pid, container=container, engine=engine, owner=owner, method=method,
-                uid=uid, gid=gid,
-            )  # fmt: skip
+            spec = TargetSpec(**options)
         self._set(
             spec=spec.replace(host=self.host, user=self.user, port=self.port),
             persistent=persistent,
@@ -106,12 +116,20 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
         """A connection for ``spec`` (a `TargetSpec` or a ``[user@]host[:port]/target`` string).
 
         Keyword arguments are target options (``method=``...) or
-        `fabric.Connection` arguments.
+        `fabric.Connection` arguments. For a string, options left out come
+        from the config, and a target in the string wins over ``pid=`` and
+        ``container=``.
         """
         fields = set(TargetSpec.__dataclass_fields__) - {"host", "user", "port"}
         options = {k: kwargs.pop(k) for k in list(kwargs) if k in fields}
+        options = {k: v for k, v in options.items() if v is not None}
         if isinstance(spec, str):
-            spec = TargetSpec.parse(spec, **options)
+            # options not given come from the config (the string's target wins)
+            kwargs["config"] = config = as_fabns_config(kwargs.get("config"))
+            merged = target_options(config, **options)
+            spec = TargetSpec.parse(spec, **{**merged, "engine": options.get("engine", "auto")})
+            if spec.container is not None and "engine" not in options:
+                spec = spec.replace(engine=target_options(config, container="-")["engine"])
         elif options:
             spec = spec.replace(**options)
         if spec.host is None:
@@ -167,6 +185,74 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
                 start = index
                 break
         return str(posixpath.join(*cwds[start:]))
+
+    # -- the SSH transport ----------------------------------------------------------
+
+    def share_transport(self, with_: NamespaceConnection) -> None:
+        """Use one SSH connection with ``with_``: one handshake for both.
+
+        Both must log in to the same host, port and user (containers on one
+        host). Whichever opens first connects; `close` of one leaves the
+        transport open for the others, and the last one to close closes it.
+        Call it before this connection opens::
+
+            app, db = NamespaceConnection("web1", container="app"), ...
+            db.share_transport(with_=app)
+
+        .. versionadded:: 0.2
+        """
+        if with_ is self:
+            return
+        if (self.host, self.port, self.user) != (with_.host, with_.port, with_.user):
+            raise InvalidArgument(
+                f"cannot share an SSH connection between {self.user}@{self.host}:{self.port} "
+                f"and {with_.user}@{with_.host}:{with_.port}"
+            )
+        shared = with_._shared
+        if shared is not None and shared is self._shared:
+            return
+        if self.is_connected:
+            raise InvalidArgument(f"{self!r} is already connected: close it first")
+        if shared is None:
+            shared = SharedTransport(with_.client)
+            if with_.is_connected:
+                shared.hold(with_)
+            with_._set(_shared=shared)
+        self._set(_shared=shared, client=shared.client)
+
+    def open(self) -> Any:
+        """Connect, as `fabric.Connection.open` -- or use the shared transport if it is up."""
+        shared = self._shared
+        if shared is None:
+            return super().open()
+        with shared.lock:
+            if self.is_connected:
+                return None
+            transport = shared.active_transport()
+            if transport is not None:
+                self._set(transport=transport)
+                result = None
+            else:
+                result = super().open()
+            shared.hold(self)
+            return result
+
+    def close(self) -> None:
+        """Close this connection, as `fabric.Connection.close`.
+
+        With a shared transport (`share_transport`), only this connection's
+        SFTP session closes while other members still hold the transport.
+        """
+        shared = self._shared
+        if shared is None:
+            super().close()
+            return
+        with shared.lock:
+            if shared.release(self):
+                super().close()
+            else:
+                self.close_sftp()
+            self._set(transport=None)
 
     # -- the sessions ---------------------------------------------------------------
 
@@ -311,6 +397,20 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
         channel = self._retrying(lambda session: session.sftp_channel(TEMP_PREFIX))
         self._set(_sftp=TargetSFTPClient(channel))
         return self._sftp
+
+    def close_sftp(self) -> None:
+        """Close the SFTP session if one is open; the next `sftp` opens a new one.
+
+        Frees its SSH channel (OpenSSH allows 10 per connection by default,
+        ``MaxSessions``), e.g. between transfers of many containers on one
+        shared transport.
+
+        .. versionadded:: 0.2
+        """
+        sftp: Any = self._sftp
+        if sftp is not None:
+            self._set(_sftp=None)
+            sftp.close()
 
     def put(
         self,

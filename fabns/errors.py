@@ -22,6 +22,13 @@ class InvalidArgument(NamespaceError, ValueError):
     """An argument fabns cannot use: a NUL byte in a string, a bad uid, ..."""
 
 
+class ConfigError(InvalidArgument):
+    """The ``fabns`` configuration subtree holds an unknown key or a value fabns cannot use.
+
+    .. versionadded:: 0.2
+    """
+
+
 class NotImplementedYet(NamespaceError, NotImplementedError):
     """The option is part of the API but not built yet."""
 
