@@ -182,7 +182,8 @@ class HostSession:
                 'printf "%s\\n" "$p"'
                 for tool in HOST_TOOLS
             )
-            result = self.run(f"id -u; id -un; {lookups}")
+            # and the account's passwd entry: its own lookups (engines) need its home
+            result = self.run(f'id -u; id -un; {lookups}; getent passwd "$(id -u)"; exit 0')
             lines = result.stdout.split("\n")
             if result.exited != 0 or len(lines) < 2 + len(HOST_TOOLS) or not lines[0].isdigit():
                 raise HelperError(
@@ -191,6 +192,9 @@ class HostSession:
                 )
             tools = {t: (lines[2 + i].strip() or None) for i, t in enumerate(HOST_TOOLS)}
             self._facts = HostFacts(int(lines[0]), lines[1].strip(), tools)
+            fields = [*lines, ""][2 + len(HOST_TOOLS)].split(":")
+            if len(fields) == 7 and (fields[0], fields[2]) == (self._facts.name, lines[0]):
+                self._accounts[fields[0]] = (self._facts.uid, fields[5])
         return self._facts
 
     def tool(self, name: str) -> str | None:

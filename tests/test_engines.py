@@ -9,6 +9,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,8 @@ from fabns import (
     NamespaceConnection,
     ToolMissing,
 )
+from fabns.engines.batch import lookups_script, parse_lookups
+from fabns.host import HostResult
 from fabns.testing import SSHServer
 
 ROOT_CASES = [
@@ -39,6 +43,23 @@ ROOT_CASES = [
 def open_connection(sshd: SSHServer, user: str, **kwargs: Any) -> NamespaceConnection:
     config = Config(overrides={"run": {"in_stream": False}})
     return NamespaceConnection(**sshd.connection_kwargs(user), config=config, **kwargs)
+
+
+@contextmanager
+def counting_channels(c: NamespaceConnection) -> Iterator[list[int]]:
+    """Count the SSH channels ``c`` opens (every host step and command is one)."""
+    opened = [0]
+    create_session = c.create_session
+
+    def counted() -> Any:
+        opened[0] += 1
+        return create_session()
+
+    c.create_session = counted
+    try:
+        yield opened
+    finally:
+        del c.create_session
 
 
 def check_inside(c: NamespaceConnection, name: str) -> None:
@@ -85,6 +106,100 @@ def test_alice_into_her_rootless_podman(sshd, beds, method):
     with open_connection(sshd, "alice", container="fabns-apod", owner="alice", method=method) as c:
         check_inside(c, "fabns-apod")
         assert c.target.engine == "podman"
+
+
+class TestEveryEngineInOneStep:
+    """``engine="auto"`` asks every installed engine in one host step, at the same time."""
+
+    def test_a_name_costs_one_host_step_more_than_a_pid(self, sshd, beds):
+        pid = beds.lxc["p1"].leader_pid
+        steps = {}
+        for key, target in (("pid", {"pid": pid}), ("name", {"container": "fabns-p1"})):
+            with open_connection(sshd, "root", **target) as c:
+                c.open()
+                with counting_channels(c) as opened:
+                    c.resolve()
+                steps[key] = opened[0]
+        # facts and the probe; a name adds one step for all engines
+        assert steps == {"pid": 2, "name": 3}
+
+    def test_an_unprivileged_user_without_sudo_asks_her_own_in_one_step(self, servers):
+        _, alice = servers
+        with open_connection(alice, "alice", container="fabns-apod") as c:
+            c.open()
+            with counting_channels(c) as opened:
+                c.resolve()
+            assert c.target.engine == "podman"
+        assert opened[0] == 3  # facts, her own lookups (root's: no sudo, no step), probe
+
+
+#: Lookup outputs that try to pass for the framing, another lookup, or the end.
+HOSTILE = [
+    "printf 'lookup 1\\no \\nx 0\\ne \\nend 2\\n'",
+    "printf 'x 0\\n'; printf 'e \\nlookup 1\\n' >&2; exit 7",
+    "echo out >&3; echo out >&4; echo $fabns_r",  # the script's own descriptors are closed
+    "printf '\\377\\000\\n\\r'; exit 255",
+    "head -c 200000 /dev/zero | tr '\\0' x",  # more than a pipe holds
+    "sleep 0.2; echo late",
+]
+
+
+class TestLookupFraming:
+    """What a lookup prints is data: it comes back to that lookup only, and exactly."""
+
+    @pytest.mark.parametrize("shell", ["/bin/sh", "/bin/bash"])
+    def test_each_lookup_gets_its_own_output(self, shell):
+        done = subprocess.run(
+            [shell, "-c", "exec </dev/null; " + lookups_script(HOSTILE)],
+            capture_output=True,
+            timeout=30,
+        )
+        results = parse_lookups(done.stdout.decode(), len(HOSTILE))
+        assert results is not None
+        assert results[0] == HostResult(0, "lookup 1\no \nx 0\ne \nend 2", "")
+        assert results[1] == HostResult(7, "x 0", "e \nlookup 1")
+        assert results[2].stdout == "" and "Bad file descriptor" in results[2].stderr
+        assert results[3].exited == 255 and results[3].stdout.startswith("\ufffd")
+        assert results[4] == HostResult(0, "x" * 200_000, "")
+        assert results[5] == HostResult(0, "late", "")
+
+    def test_lookups_run_at_the_same_time(self):
+        done = subprocess.run(
+            ["/bin/sh", "-c", lookups_script(["sleep 1; echo a", "sleep 1; echo b"])],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        results = parse_lookups(done.stdout, 2)
+        assert results is not None and [r.stdout for r in results] == ["a", "b"]
+
+    @pytest.mark.parametrize(
+        "stdout",
+        [
+            "",
+            "end 1\n",
+            "lookup 0\no \nx 0\ne \nend 1",  # no final newline
+            "lookup 0\no \nx 0\ne \nend 2\n",  # a count that is not the one sent
+            "lookup 1\no \nx 0\ne \nend 1\n",
+            "lookup 0\nx 0\ne \nend 1\n",  # no o line
+            "lookup 0\no \ne \nend 1\n",  # no x line
+            "lookup 0\no \nx 0\nend 1\n",  # no e line
+            "lookup 0\no a?==\nx 0\ne \nend 1\n",  # not base64
+            "lookup 0\no YQ=\nx 0\ne \nend 1\n",  # bad padding
+            "lookup 0\no \nx 0\ne \nlookup 1\no \nx 0\ne \nend 1\n",  # one too many
+            "lookup 0\no \nx 0\ne \nstray\nend 1\n",
+            "lookup 0\no \nx 0\ne \nend 1\nend 1\n",
+            "lookup 0\no \nx 1000\ne \nend 1\n",
+        ],
+    )
+    def test_anything_else_is_refused(self, stdout):
+        assert parse_lookups(stdout, 1) is None
+
+    def test_the_exact_shape_is_read(self):
+        # base64 wrapped over lines, as the host's base64 prints it
+        assert parse_lookups("lookup 0\no YWJj\no ZA==\nx 3\ne \nend 1\n", 1) == [
+            HostResult(3, "abcd", "")
+        ]
 
 
 def test_unknown_name_names_engines_tried(sshd, beds):

@@ -10,11 +10,16 @@ checked against the leader's user namespace); otherwise root's, and -- for an
 unprivileged SSH user -- first the user's own (LXC, rootless Podman), then
 root's only where host privilege is available. An engine that cannot be
 asked is named in `ContainerNotFound`, one line each.
+
+Every engine is asked at once: the lookups run in one host step
+(`fabns.engines.batch`), or two for an unprivileged SSH user -- the
+unprivileged ones, then those that need host privilege.
 """
 
 from __future__ import annotations
 
-from fabns.engines.base import AUTO_ORDER, KNOWN_ENGINES, Engine, Found
+from fabns.engines.base import AUTO_ORDER, KNOWN_ENGINES, Engine, Found, Lookup
+from fabns.engines.batch import run_lookups
 from fabns.engines.lxc import Lxc
 from fabns.engines.machined import Machined
 from fabns.engines.podman import Docker, Podman
@@ -25,7 +30,7 @@ from fabns.errors import (
     EngineUnavailable,
     ToolMissing,
 )
-from fabns.host import HostSession
+from fabns.host import Elevation, HostFacts, HostResult, HostSession
 
 #: Every engine, by ``engine=`` name.
 ENGINES: dict[str, type[Engine]] = {e.name: e for e in (Machined, Lxc, Podman, Docker)}
@@ -36,35 +41,72 @@ def engines() -> dict[str, type[Engine]]:
     return dict(ENGINES)
 
 
-def _ask(
-    host: HostSession, engine: type[Engine], name: str, owner: str | None
-) -> tuple[Found | None, list[str], list[EngineUnavailable]]:
-    """Ask one engine for ``name``: the hit, what was not asked or found (and why),
-    and the errors of lookups that failed."""
-    facts = host.facts()
-    notes: list[str] = []
-    failed: list[EngineUnavailable] = []
-    if owner is not None:
-        askers: list[tuple[str | None, str]] = [(owner, f"as {owner}")]
-    elif facts.uid == 0 or not engine.per_user:
-        askers = [(None, "")]
-    else:
-        askers = [(facts.name, f"as {facts.name}"), (None, "root's")]
-    for who, label in askers:
+class _Asking:
+    """What one engine is asked, in order, and what came of it.
+
+    An unprivileged SSH user's own containers come first; root's are asked
+    only if the user has none of that name.
+    """
+
+    def __init__(self, engine: type[Engine], askers: list[tuple[str | None, str]]) -> None:
+        self.engine = engine
+        self.askers = askers
+        self.lookup: Lookup | None = None
+        self.hit: Found | None = None
+        self.notes: list[str] = []
+        self.failed: list[EngineUnavailable] = []
+
+    def next(self, host: HostSession, name: str) -> Lookup | None:
+        """The lookup to run next for this engine, None once it is done."""
+        if self.lookup is None and self.askers and self.hit is None:
+            who, _ = self.askers[0]
+            self.lookup = self.engine(host, who).lookup(name)
+        return self.lookup
+
+    def answered(self, result: HostResult) -> None:
+        assert self.lookup is not None
+        lookup, (_, label) = self.lookup, self.askers.pop(0)
+        self.lookup = None
         try:
-            hit = engine(host, who).find(name)
-        except ElevationRequired as error:
-            notes.append(f"{label or 'root'}: not asked, needs root ({error})")
-            continue
+            self.hit = lookup.engine.answer(lookup, result)
         except EngineUnavailable as error:
-            notes.append(f"{(label + ': ') if label else ''}unavailable: {error}")
-            failed.append(error)
+            self.notes.append(f"{(label + ': ') if label else ''}unavailable: {error}")
+            self.failed.append(error)
+            return
+        if self.hit is None and label:
+            self.notes.append(f"{label}: not found")
+
+    def not_asked(self, error: ElevationRequired) -> None:
+        _, label = self.askers.pop(0)
+        self.lookup = None
+        self.notes.append(f"{label or 'root'}: not asked, needs root ({error})")
+
+
+def _askers(
+    engine: type[Engine], facts: HostFacts, owner: str | None
+) -> list[tuple[str | None, str]]:
+    """Whose containers ``engine`` is asked for, in order: (owner or None for root's, label)."""
+    if owner is not None:
+        return [(owner, f"as {owner}")]
+    if facts.uid == 0 or not engine.per_user:
+        return [(None, "")]
+    return [(facts.name, f"as {facts.name}"), (None, "root's")]
+
+
+def _ask_all(host: HostSession, name: str, asking: list[_Asking]) -> None:
+    """Ask every engine in as few host steps as there are kinds of lookup to run:
+    all unprivileged lookups in one step, then all that need host privilege in one."""
+    while ready := [(a, lookup) for a in asking if (lookup := a.next(host, name)) is not None]:
+        batch = [(a, lookup) for a, lookup in ready if not lookup.elevated] or ready
+        try:
+            elevation = host.elevation() if batch[0][1].elevated else Elevation()
+            results = run_lookups(host, [lookup.script for _, lookup in batch], elevation)
+        except ElevationRequired as error:
+            for a, _ in batch:
+                a.not_asked(error)
             continue
-        if hit is not None:
-            return hit, notes, failed
-        if label:
-            notes.append(f"{label}: not found")
-    return None, notes, failed
+        for (a, _), result in zip(batch, results, strict=True):
+            a.answered(result)
 
 
 def find_leader(host: HostSession, name: str, engine: str, owner: str | None) -> Found:
@@ -83,16 +125,18 @@ def find_leader(host: HostSession, name: str, engine: str, owner: str | None) ->
                 f"no container engine on {host.name} (looked for "
                 f"{', '.join(ENGINES[e].tool for e in AUTO_ORDER)})"
             )
+    facts = host.facts()
+    asking = [_Asking(ENGINES[n], _askers(ENGINES[n], facts, owner)) for n in names]
+    _ask_all(host, name, asking)
     hits: list[Found] = []
     report: list[str] = []
-    for engine_name in names:
-        hit, notes, failed = _ask(host, ENGINES[engine_name], name, owner)
-        if hit is not None:
-            hits.append(hit)
-        elif engine != "auto" and failed:
-            raise failed[0]  # the one engine asked for could not answer
+    for engine_name, each in zip(names, asking, strict=True):
+        if each.hit is not None:
+            hits.append(each.hit)
+        elif engine != "auto" and each.failed:
+            raise each.failed[0]  # the one engine asked for could not answer
         else:
-            report.append(f"  {engine_name}: {'; '.join(notes) or 'not found'}")
+            report.append(f"  {engine_name}: {'; '.join(each.notes) or 'not found'}")
     if len(hits) > 1:
         raise AmbiguousContainer(
             f"{name!r} on {host.name} is known to "
@@ -113,6 +157,7 @@ __all__ = [
     "KNOWN_ENGINES",
     "Engine",
     "Found",
+    "Lookup",
     "engines",
     "find_leader",
 ]

@@ -6,6 +6,7 @@ from typing import ClassVar
 
 from fabns.engines.base import Engine, Found
 from fabns.errors import ContainerStopped
+from fabns.host import HostResult
 
 
 def parse_lxc_ls(text: str) -> dict[str, str]:
@@ -25,8 +26,10 @@ class Lxc(Engine):
     tool: ClassVar[str] = "lxc-ls"
     per_user: ClassVar[bool] = True
 
-    def find(self, name: str) -> Found | None:
-        result = self.run(["lxc-ls", "-1fFNAME,PID"])
+    def argv(self, name: str) -> list[str]:
+        return ["lxc-ls", "-1fFNAME,PID"]  # names are matched here, not by the tool
+
+    def parse(self, name: str, result: HostResult) -> Found | None:
         if result.exited != 0:
             raise self.unavailable(result, "lxc-ls")
         pid = parse_lxc_ls(result.stdout).get(name)

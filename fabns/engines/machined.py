@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from fabns.engines.base import Engine, Found
+from fabns.host import HostResult
 
 
 class Machined(Engine):
@@ -12,11 +13,12 @@ class Machined(Engine):
 
     name: ClassVar[str] = "machined"
     tool: ClassVar[str] = "machinectl"
+    needs_root: ClassVar[bool] = False
 
-    def find(self, name: str) -> Found | None:
-        result = self.run(
-            ["machinectl", "show", "-p", "Leader", "--value", "--", name], root=False
-        )
+    def argv(self, name: str) -> list[str]:
+        return ["machinectl", "show", "-p", "Leader", "--value", "--", name]
+
+    def parse(self, name: str, result: HostResult) -> Found | None:
         text = result.stdout.strip()
         if result.exited != 0:
             if "No machine" in result.stderr or "not known" in result.stderr:

@@ -6,6 +6,7 @@ from typing import ClassVar
 
 from fabns.engines.base import Engine, Found
 from fabns.errors import ContainerStopped, EngineUnavailable
+from fabns.host import HostResult
 
 
 class Podman(Engine):
@@ -15,9 +16,10 @@ class Podman(Engine):
     tool: ClassVar[str] = "podman"
     per_user: ClassVar[bool] = True
 
-    def find(self, name: str) -> Found | None:
-        argv = [self.tool, "inspect", "--type", "container", "-f", "{{.State.Pid}}", "--", name]
-        result = self.run(argv)
+    def argv(self, name: str) -> list[str]:
+        return [self.tool, "inspect", "--type", "container", "-f", "{{.State.Pid}}", "--", name]
+
+    def parse(self, name: str, result: HostResult) -> Found | None:
         text = result.stdout.strip()
         if result.exited != 0:
             err = result.stderr.lower()
