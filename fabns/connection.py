@@ -10,10 +10,12 @@ hands each command to the runner Fabric's config selects
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import secrets
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import paramiko
@@ -21,8 +23,9 @@ from fabric import Connection
 
 from fabns.accounts import Credentials, check_id
 from fabns.config import as_fabns_config, connection_options, fabns_setting, target_options
-from fabns.errors import InvalidArgument, NotImplementedYet, TargetChanged
+from fabns.errors import InvalidArgument, TargetChanged
 from fabns.host import Elevation, HostSession
+from fabns.persistent import PersistentRemote, PersistentSession
 from fabns.quoting import quote, shell_path
 from fabns.session import TargetSession
 from fabns.shared import SharedTransport
@@ -76,6 +79,9 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
     fabns_nonce: str = ""
     _host_session: HostSession | None = None
     _target_session: TargetSession | None = None
+    _persistent: PersistentSession | None = None
+    _resolving: threading.Lock | None = None
+    _transferring: threading.Lock | None = None
     _shared: SharedTransport | None = None
 
     def __init__(
@@ -107,9 +113,9 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
             spec=spec.replace(host=self.host, user=self.user, port=self.port),
             persistent=persistent,
             fabns_nonce=secrets.token_hex(8),
+            _resolving=threading.Lock(),
+            _transferring=threading.Lock(),
         )
-        if persistent:
-            raise NotImplementedYet("persistent=True is not implemented yet")
 
     @classmethod
     def from_spec(cls, spec: TargetSpec | str, **kwargs: Any) -> NamespaceConnection:
@@ -242,7 +248,9 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
 
         With a shared transport (`share_transport`), only this connection's
         SFTP session closes while other members still hold the transport.
+        A persistent session ends (see `close_persistent`).
         """
+        self.close_persistent()
         shared = self._shared
         if shared is None:
             super().close()
@@ -267,15 +275,38 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
     @property
     def target_session(self) -> TargetSession:
         """The resolved target (opened on first use): leader, way in, host privilege."""
-        if self._target_session is None:
-            self.open()
-            self._set(
-                _target_session=TargetSession.open(
-                    self.host_session, self.target_spec, self.fabns_nonce, self.python
+        assert self._resolving is not None
+        with self._resolving:  # one resolve, whatever the number of threads
+            if self._target_session is None:
+                self.open()
+                self._set(
+                    _target_session=TargetSession.open(
+                        self.host_session, self.target_spec, self.fabns_nonce, self.python
+                    )
                 )
-            )
-        assert self._target_session is not None
-        return self._target_session
+            assert self._target_session is not None
+            return self._target_session
+
+    @property
+    def persistent_session(self) -> PersistentSession:
+        """The target's persistent session (``persistent=True``), started on first use."""
+        session = self.target_session
+        assert self._resolving is not None
+        with self._resolving:
+            current = self._persistent
+            if current is None or current.target is not session:
+                if current is not None:
+                    current.close()
+                current = PersistentSession(session)
+                self._set(_persistent=current)
+            return current
+
+    def _open_once(self) -> None:
+        """`open`, by one thread at a time (Fabric's is not safe from many at once)."""
+        if not self.is_connected:
+            assert self._resolving is not None
+            with self._resolving:
+                self.open()
 
     def resolve(self) -> Leader:
         """Find and verify the target now, and choose the way in.
@@ -287,8 +318,21 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
         return self.target_session.leader
 
     def forget_target(self) -> None:
-        """Drop the resolved target; the next use resolves afresh."""
+        """Drop the resolved target (and its persistent session); the next use resolves afresh."""
         self._set(_target_session=None)
+        self.close_persistent()
+
+    def close_persistent(self) -> None:
+        """End the persistent session, if one runs (what still runs in it is killed).
+
+        The next command starts a new one. `close` calls it.
+
+        .. versionadded:: 0.3
+        """
+        current = self._persistent
+        if current is not None:
+            self._set(_persistent=None)
+            current.close()
 
     @property
     def target(self) -> Leader:
@@ -339,12 +383,15 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
         return self.target_session.credentials(uid, gid)
 
     def _run_inside(self, command: str, options: dict[str, Any], kwargs: dict[str, Any]) -> Any:
-        self.open()
+        self._open_once()
         if "shell" in kwargs:
             options["shell"] = kwargs["shell"]
 
         def attempt(session: TargetSession) -> Any:
-            runner = self.config.runners.remote(context=self, inline_env=True)
+            if self.persistent:
+                runner = PersistentRemote(context=self)
+            else:
+                runner = self.config.runners.remote(context=self, inline_env=True)
             runner.call_options = options
             return self._run(runner, command, **kwargs)
 
@@ -368,7 +415,7 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
         ``prefix()`` apply as the user too. ``password`` / ``sudo.password``
         are only used for sudo on the *host*, when entering needs root there.
         """
-        self.open()
+        self._open_once()
         user = kwargs.pop("user", self.config.sudo.user)
         password = kwargs.pop("password", None)
         if password is not None and self.elevation.mode == "sudo-password":
@@ -393,10 +440,36 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
         """
         if self._sftp is not None and not self._sftp.sock.closed:
             return self._sftp
-        self.open()
-        channel = self._retrying(lambda session: session.sftp_channel(TEMP_PREFIX))
+        self._open_once()
+        if self.persistent:
+            channel = self._retrying(lambda _: self.persistent_session.open_sftp(TEMP_PREFIX))
+        else:
+            channel = self._retrying(lambda session: session.sftp_channel(TEMP_PREFIX))
         self._set(_sftp=TargetSFTPClient(channel))
         return self._sftp
+
+    @contextlib.contextmanager
+    def transfer_sftp(self) -> Iterator[paramiko.SFTPClient]:
+        """The SFTP client for one `put` or `get`, safe from many threads at once.
+
+        With a persistent session, a client of its own on a new stream (transfers
+        run side by side); otherwise the connection's `sftp`, one transfer at a
+        time (paramiko's client is not safe for concurrent use).
+
+        .. versionadded:: 0.3
+        """
+        if self.persistent:
+            self._open_once()
+            stream = self._retrying(lambda _: self.persistent_session.open_sftp(TEMP_PREFIX))
+            client = TargetSFTPClient(stream)
+            try:
+                yield client
+            finally:
+                client.close()
+            return
+        assert self._transferring is not None
+        with self._transferring:
+            yield self.sftp()
 
     def close_sftp(self) -> None:
         """Close the SFTP session if one is open; the next `sftp` opens a new one.
@@ -460,14 +533,20 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
         container's ``/etc/passwd`` (``/bin/sh`` if it has none), its home and
         environment. Accepts Fabric's ``encoding``, ``env``, ``in_stream``,
         ``replace_env`` and ``watchers``; returns the `Result` with the shell's
-        exit status (never raises for a non-zero one).
+        exit status (never raises for a non-zero one) and, as Fabric's, no
+        ``command`` (``None``).
+
+        .. versionchanged:: 0.2
+            ``result.command`` is ``None``.
         """
         allowed = {"encoding", "env", "in_stream", "replace_env", "watchers"}
         unknown = set(kwargs) - allowed
         if unknown:
             raise TypeError(f"shell() got unexpected keyword arguments: {sorted(unknown)}")
-        self.open()
+        self._open_once()
         creds = self.credentials()
         env = {"TERM": os.environ.get("TERM", "xterm"), **kwargs.pop("env", {})}
         kwargs.update(pty=True, warn=True, hide=False, echo=False, env=env)
-        return self._run_inside(f"exec {quote(creds.shell)} -l", {}, kwargs)
+        result = self._run_inside(f"exec {quote(creds.shell)} -l", {}, kwargs)
+        result.command = None  # an interactive session, not a command (as in Fabric)
+        return result

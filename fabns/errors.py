@@ -116,3 +116,19 @@ class AmbiguousContainer(NamespaceError, LookupError):
 
 class EngineUnavailable(NamespaceError, RuntimeError):
     """An engine's tool is installed but failed (a daemon not running, no permission)."""
+
+
+class SessionLost(NamespaceError, ConnectionError):
+    """A persistent session's channel broke (SSH dropped, the helper killed).
+
+    A command that may have started is never run again: it fails with this;
+    the next command opens a new session.
+    """
+
+
+class TargetExited(NamespaceError):
+    """The target's leader exited while a command ran in it (persistent sessions).
+
+    The command was ended; the next command resolves a ``container=`` target
+    afresh (a ``pid=`` target then raises `TargetNotFound`).
+    """

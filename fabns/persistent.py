@@ -45,7 +45,9 @@ class PersistentSession:
         self.target = target
         self._mux: Mux | None = None
         self._lock = threading.Lock()
-        self.started = 0  # helpers started (a test and bench figure)
+        #: helpers started so far, and the host PID of the last one
+        self.started = 0
+        self.helper_pid: int | None = None
 
     def __repr__(self) -> str:
         return f"<PersistentSession {self.target.describe()} {self._mux!r}>"
@@ -58,9 +60,10 @@ class PersistentSession:
                 raise TargetChanged(f"{self.target.describe()}: {mux.gone}; nothing was run")
             if mux is None or mux.broken is not None:
                 connection = self.target.host.connection
-                channel = self.target.serve_channel()
+                channel, helper_pid = self.target.serve_channel()
                 set_nodelay(getattr(connection, "transport", None))
                 mux = self._mux = Mux(channel, self.target.describe())
+                self.helper_pid = helper_pid
                 self.started += 1
             return mux
 
@@ -198,6 +201,12 @@ class PersistentRemote(Remote):  # type: ignore[misc]
                     self.program_finished.wait()
                     break
                 self.program_finished.wait(self.input_sleep)
+
+    def respond(self, buffer_: list[str]) -> None:
+        # Invoke joins the whole output so far on every read, for the watchers:
+        # quadratic on a large output. Without watchers there is nothing to do.
+        if self.watchers:
+            super().respond(buffer_)
 
     def kill(self) -> None:
         # Invoke's timeout timer: the helper kills the command's process group

@@ -194,14 +194,15 @@ class TargetSession:
             **entry_request("sftp", self.leader, self.nonce, self.credentials()),
             "temp_prefix": temp_prefix,
         }
-        channel = self._entered_channel(request)
+        channel, _ = self._entered_channel(request)
         # a helper that stops answering (stopped, or stuck on a file inside)
         # fails the transfer after fabns.host_timeout instead of hanging it
         channel.settimeout(self.host.timeout)
         return channel
 
-    def serve_channel(self) -> Any:
-        """A channel with a ``serve`` helper inside the target, entered, its frames next.
+    def serve_channel(self) -> tuple[Any, int | None]:
+        """A channel with a ``serve`` helper inside the target, entered, its frames next,
+        and the helper's host PID.
 
         The helper runs with host privilege; who each command runs as is in
         its own request (`fabns.ways.setns.command_request`).
@@ -210,7 +211,7 @@ class TargetSession:
             entry_request("serve", self.leader, self.nonce, self.credentials())
         )
 
-    def _entered_channel(self, request: dict[str, Any]) -> Any:
+    def _entered_channel(self, request: dict[str, Any]) -> tuple[Any, int | None]:
         channel = self.host.start(helper_command(self.python, request), self.elevation)
         markers = MarkerFilter(self.nonce)
         # Only the helper's marker lines come before ``ok``; read them a byte at a
@@ -228,7 +229,7 @@ class TargetSession:
                 f"within {self.host.timeout:.0f} s (fabns.host_timeout)"
             ) from error
         if markers.entered:
-            return channel
+            return channel, markers.host_pid
         stderr = b""
         while chunk := channel.recv_stderr(65536):
             stderr += chunk

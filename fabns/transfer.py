@@ -19,7 +19,7 @@ import os
 import posixpath
 import secrets
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 import paramiko
@@ -103,10 +103,30 @@ class NamespaceTransfer(Transfer):  # type: ignore[misc]
     .. versionadded:: 0.2
     """
 
+    _client: Any = None
+
     @property
     def session(self) -> TargetSession:
         session: TargetSession = self.connection.target_session
         return session
+
+    @property
+    def sftp(self) -> Any:
+        """The SFTP client of the transfer under way (see `NamespaceConnection.transfer_sftp`)."""
+        return self._client if self._client is not None else self.connection.sftp()
+
+    @contextlib.contextmanager
+    def _client_for_transfer(self) -> Iterator[None]:
+        opener = getattr(self.connection, "transfer_sftp", None)
+        if opener is None:
+            yield
+            return
+        with opener() as client:
+            self._client = client
+            try:
+                yield
+            finally:
+                self._client = None
 
     def remote_path(self, path: str) -> str:
         """Absolute path inside for ``path``.
@@ -120,13 +140,25 @@ class NamespaceTransfer(Transfer):  # type: ignore[misc]
             path = home + path[1:]
         trailing = "/" if path.endswith("/") and path != "/" else ""
         if not path.startswith("/"):
-            base = self.sftp.getcwd() or self.connection.literal_cwd or home
+            shared = getattr(self.connection, "_sftp", None)  # sftp().chdir(), if any
+            cwd = shared.getcwd() if shared is not None else None
+            base = cwd or self.connection.literal_cwd or home
             if base == "~" or base.startswith("~/"):
                 base = home + base[1:]
             path = posixpath.join(base, path)
         return str(posixpath.normpath(path)) + trailing
 
-    def put(
+    def put(self, *args: Any, **kwargs: Any) -> Result:
+        """Upload ``local`` to ``remote`` inside the target, atomically (see `_put`)."""
+        with self._client_for_transfer():
+            return self._put(*args, **kwargs)
+
+    def get(self, *args: Any, **kwargs: Any) -> Result:
+        """Download ``remote`` from inside the target to ``local``, atomically (see `_get`)."""
+        with self._client_for_transfer():
+            return self._get(*args, **kwargs)
+
+    def _put(
         self,
         local: str | os.PathLike[str] | IO[bytes],
         remote: str | None = None,
@@ -193,7 +225,7 @@ class NamespaceTransfer(Transfer):  # type: ignore[misc]
             connection=self.connection,
         )
 
-    def get(
+    def _get(
         self,
         remote: str,
         local: str | os.PathLike[str] | IO[bytes] | None = None,

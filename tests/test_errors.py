@@ -14,7 +14,6 @@ from fabns import (
     NamespaceConnection,
     NamespaceError,
     NotALeader,
-    NotImplementedYet,
     PermissionDenied,
     TargetChanged,
     TargetNotFound,
@@ -49,10 +48,6 @@ class TestArguments:
     def test_bad_arguments(self, kwargs):
         with pytest.raises(InvalidArgument):
             NamespaceConnection("127.0.0.1", **kwargs)
-
-    def test_not_yet_built_options_say_so(self):
-        with pytest.raises(NotImplementedYet, match="not implemented yet"):
-            NamespaceConnection("127.0.0.1", pid=1, persistent=True)
 
     def test_errors_share_a_base_and_a_builtin(self):
         assert issubclass(TargetNotFound, NamespaceError) and issubclass(

@@ -44,6 +44,7 @@ from .enter import (
     exec_arguments,
     open_target,
     shown,
+    stat_fields,
 )
 from .protocol import (
     EXIT_SETUP_FAILED,
@@ -79,6 +80,8 @@ LEADER_CHECK_SECONDS = 1.0
 CLOSING_SECONDS = 10.0
 #: ioctl: the pty number of a pty master (only a master answers it).
 TIOCGPTN = 0x80045430
+#: /proc/PID/stat flags: the process is exiting.
+PF_EXITING = 0x4
 
 
 class Stream(object):
@@ -318,7 +321,7 @@ class Server(object):
             self.frame_json(FRAME_EXIT, sid, {"lost": "failed"})
             return
         stream = Stream(sid, op)
-        if self.gone or self.closing_since is not None or self.target.gone():
+        if self.gone or self.closing_since is not None or self.leader_gone():
             self.frame_json(FRAME_FAILED, sid, ["gone", errno.ESRCH, self.gone_detail()])
             self.frame_json(FRAME_EXIT, sid, {"lost": "gone"})
             return
@@ -561,6 +564,8 @@ class Server(object):
             if stream.stdin is not None:
                 self.drop_fd(stream.stdin)
             status = stream.status
+            if os.WIFSIGNALED(status):
+                self.check_leader()  # killed with its PID namespace, when the leader died?
             result = {"lost": stream.lost}
             if os.WIFSIGNALED(status):
                 result["signal"] = os.WTERMSIG(status)
@@ -572,8 +577,19 @@ class Server(object):
     def gone_detail(self):
         return "process %d has exited" % self.target.pid
 
+    def leader_gone(self):
+        """The leader exited, or is exiting (PF_EXITING: its PID namespace is being
+        torn down, and the commands die before the leader is a zombie)."""
+        if self.target.gone():
+            return True
+        try:
+            flags = int(stat_fields("stat", self.target.dir)[6])
+        except (OSError, ValueError, IndexError):
+            return True
+        return bool(flags & PF_EXITING)
+
     def check_leader(self):
-        if self.gone or not self.target.gone():
+        if self.gone or not self.leader_gone():
             return
         self.gone = True
         for stream in self.streams.values():
