@@ -1,67 +1,53 @@
-"""Deploy tasks that run inside containers on remote hosts: copy this and adapt.
+"""An ad-hoc rollout across containers on several hosts: copy this and adapt.
 
-Run with Invoke (``--hosts`` takes ``[user@]host[:port]/container`` targets, comma-separated)::
+    python examples/deploy.py 1.2.3 web1/app web1/worker web2/app web3/app
 
-    inv -r examples deploy.status   --hosts root@web1/app,root@web2/app
-    inv -r examples deploy.release --hosts root@web1/app --version 1.2.3
-
-Each task gets one `NamespaceConnection` per target; everything it does --
-commands, ``sudo(user=...)``, file uploads -- happens inside the container.
+Releases ``1.2.3`` in the first container (the canary) and, if that worked,
+in all the others at once -- each with the ``release`` task of `fabfile.py`.
+Targets are ``[user@]host[:port]/container`` (or ``/pid:N``, or ``@group``
+from ``fabns.groups`` in ``fabric.yaml``); SSH settings come from
+``~/.ssh/config`` as for ``fab``. Containers on one host share one SSH
+connection. Exits 1 if any container failed, naming it.
 """
 
 from __future__ import annotations
 
-import io
-from collections.abc import Iterator
+import argparse
+import sys
 
-from fabric import Connection
-from invoke import Collection, task
-from invoke.context import Context
+from fabfile import release
+from fabric.exceptions import GroupException
 
-from fabns import NamespaceConnection
-
-APP_DIR = "/srv/app"
-APP_USER = "app"
+from fabns import ThreadingNamespaceGroup
 
 
-def connections(hosts: str) -> Iterator[NamespaceConnection]:
-    """One connection per ``[user@]host[:port]/container`` (or ``/pid:N``) target."""
-    for target in filter(None, hosts.split(",")):
-        yield NamespaceConnection.from_spec(target)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("version")
+    parser.add_argument("targets", nargs="+", help="host/container, host/pid:N or @group")
+    parser.add_argument("--parallel", type=int, default=8, help="containers at once (8)")
+    args = parser.parse_args(argv)
+
+    with ThreadingNamespaceGroup(*args.targets, workers=args.parallel) as group:
+        canary, rest = group[0], group[1:]
+        try:
+            print(f"canary {canary.target_spec}: {release(canary, args.version)}")
+        except Exception as error:
+            print(f"canary {canary.target_spec} failed, stopping: {error}", file=sys.stderr)
+            return 1
+        try:
+            others = ThreadingNamespaceGroup(*rest, workers=args.parallel)
+            results = others.each(release, args.version)
+        except GroupException as error:
+            results = error.result
+        for c, outcome in results.items():
+            print(f"{c.target_spec}: {outcome}")
+        if results.failed:
+            names = ", ".join(str(c.target_spec) for c in results.failed)
+            print(f"failed in {len(results.failed)} of {len(group)}: {names}", file=sys.stderr)
+            return 1
+    return 0
 
 
-def status(c: Connection) -> str:
-    """Where am I, and what release is live?"""
-    result = c.run(f"hostname; cat {APP_DIR}/RELEASE 2>/dev/null || echo none", hide=True)
-    host, release = result.stdout.split()
-    return f"{host}: release {release}"
-
-
-def release(c: Connection, version: str, settings: bytes) -> str:
-    """Upload settings atomically, switch the release marker, as the app user where it matters."""
-    c.sudo(f"mkdir -p {APP_DIR}/releases/{version}", user="root")
-    c.put(io.BytesIO(settings), f"{APP_DIR}/releases/{version}/settings.ini", mode=0o640)
-    with c.cd(APP_DIR):
-        c.run(f"ln -sfn releases/{version} current && echo {version} > RELEASE")
-    return status(c)
-
-
-@task(help={"hosts": "targets: [user@]host[:port]/container, comma-separated"})
-def status_task(ctx: Context, hosts: str) -> None:
-    """Print each target's hostname and live release."""
-    for c in connections(hosts):
-        with c:
-            print(status(c))
-
-
-@task(help={"hosts": "targets", "version": "release to switch to"})
-def release_task(ctx: Context, hosts: str, version: str) -> None:
-    """Roll a release out to every target, one after the other."""
-    for c in connections(hosts):
-        with c:
-            print(release(c, version, f"[app]\nversion = {version}\n".encode()))
-
-
-ns = Collection("deploy")
-ns.add_task(status_task, "status")
-ns.add_task(release_task, "release")
+if __name__ == "__main__":
+    sys.exit(main())

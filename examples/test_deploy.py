@@ -1,8 +1,8 @@
-"""Tests of the deploy tasks in deploy.py, against real containers: copy this and adapt.
+"""Tests of the deploy tasks in fabfile.py, against real containers: copy this and adapt.
 
 fabns's pytest plugin starts a throw-away sshd on 127.0.0.1 and a fresh
-container per test; each test drives the real deploy functions through a
-`NamespaceConnection`, exactly as they run against a remote host. As root, on
+container per test; each test calls the real Fabric tasks with a
+`NamespaceConnection`, exactly as ``fabns -H host/container`` runs them. As root, on
 a machine prepared like ``scripts/install.sh`` does (``pip install
 'fabns[testing]'`` brings pytest)::
 
@@ -17,9 +17,10 @@ distribution, give the plugin a root filesystem, e.g. one made by mmdebstrap::
 
 from __future__ import annotations
 
-import deploy
+import fabfile
 import pytest
 
+from fabns import NamespaceGroup
 from fabns.testing import TEST_USER
 from fabns.testing.plugin import ConnectFactory, ContainerFactory
 
@@ -31,8 +32,8 @@ def test_a_release_goes_live_inside_the_container(
     # root's container, and an unprivileged user's own one (entered without any privilege)
     app = fabns_container("app1", mode=mode, owner=owner)
     c = fabns_connect(app, user=owner)
-    assert deploy.status(c) == "app1: release none"
-    assert deploy.release(c, "1.2.3", b"[app]\n") == "app1: release 1.2.3"
+    assert fabfile.status(c) == "app1: release none"
+    assert fabfile.release(c, "1.2.3", "[app]\n") == "app1: release 1.2.3"
     assert c.run("cat /srv/app/current/settings.ini", hide=True).stdout == "[app]\n"
     # the same file seen from the host, through the container's leader
     settings = app.inside("/srv/app/releases/1.2.3/settings.ini")
@@ -44,8 +45,8 @@ def test_a_second_release_switches_and_keeps_the_first(
     fabns_container: ContainerFactory, fabns_connect: ConnectFactory
 ) -> None:
     c = fabns_connect(fabns_container("app1"))
-    deploy.release(c, "1.0", b"one\n")
-    assert deploy.release(c, "2.0", b"two\n") == "app1: release 2.0"
+    fabfile.release(c, "1.0", "one\n")
+    assert fabfile.release(c, "2.0", "two\n") == "app1: release 2.0"
     out = c.run("readlink /srv/app/current; ls /srv/app/releases", hide=True).stdout
     assert out.split() == ["releases/2.0", "1.0", "2.0"]
 
@@ -54,6 +55,7 @@ def test_each_container_has_its_own_release(
     fabns_container: ContainerFactory, fabns_connect: ConnectFactory
 ) -> None:
     web1, web2 = fabns_container("web1"), fabns_container("web2")
-    deploy.release(fabns_connect(web1), "1.0", b"")
-    assert deploy.status(fabns_connect(web2)) == "web2: release none"
-    assert deploy.status(fabns_connect(web1)) == "web1: release 1.0"
+    fabfile.release(fabns_connect(web1), "1.0")
+    # both containers as one group (one SSH connection): a result per container
+    group = NamespaceGroup(fabns_connect(web1), fabns_connect(web2))
+    assert list(group.each(fabfile.status).values()) == ["web1: release 1.0", "web2: release none"]

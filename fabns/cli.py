@@ -1,62 +1,82 @@
-"""The ``fabns`` command line: shells and one-off commands inside containers.
+"""The ``fabns`` command: ``fab`` plus containers, an interactive shell, copies, a demo.
 
 ::
 
-    fabns shell root@web1/app                 # interactive shell in container "app" on web1
-    fabns shell web1 --pid 4242 --ns-user www # by PID, as www inside
-    fabns -H web1/app,web2/app -- uname -a    # one command in several containers
-    fabns demo                                # end-to-end demo on this machine (root)
+    fabns -H web1/app,web2/app deploy          # task 'deploy' of ./fabfile.py in each container
+    fabns -H @web --parallel 4 -- uname -a     # one command in a configured group
+    fabns shell root@web1/app                  # interactive shell in container "app" on web1
+    fabns shell web1 --pid 4242 --ns-user www  # by PID, as www inside
+    fabns cp app.conf web1/app:/etc/app/       # a file into a container (or out of it)
+    fabns demo                                 # end-to-end demo on this machine (root)
 
-Targets are ``[user@]host[:port][/container]``; ``host/pid:N`` or ``--pid``
-names a process instead of a container. SSH settings come from ``~/.ssh/config`` (``-F`` for
+``shell``, ``cp`` and ``demo`` are recognised as the first word; anything else
+is Fabric's ``fab`` command line (`fabns.program`), so a task of one of those
+names runs as ``fabns -H TARGET shell``. Targets are ``[user@]host[:port]/container``
+or ``.../pid:N``; SSH settings come from ``~/.ssh/config`` (``-S``/``-F`` for
 another file), ``-i`` and Fabric's config files, as with ``fab``.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import sys
-import threading
 import time
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import Any
 
-from fabns import __version__
-
-EXAMPLES = """\
+SHELL_EXAMPLES = """\
 examples:
   fabns shell root@web1/app                    shell in container "app" (engine auto)
   fabns shell web1/app --engine lxc --owner alice
   fabns shell admin@web1:2222 --pid 4242 --ns-user www
-  fabns -H web1/app,web2/app -- uname -a       run one command in each target
-  fabns -H web1/pid:4242,web2/pid:77 --method setns -- id
-  sudo fabns demo                              end-to-end demo on this machine
+"""
+
+CP_EXAMPLES = """\
+A side written [user@]host[:port]/container:path (or .../pid:N:path) is inside that
+target, the other side is local; paths starting with /, ./, ../ or ~ are always local.
+Relative paths inside are relative to the user's home there.
+
+examples:
+  fabns cp app.conf web1/app:/etc/app/app.conf     into the container, atomically
+  fabns cp web1/app:/var/log/app.log logs/         out of it, into logs/app.log
+  fabns cp -i key image.tar root@web1:2222/pid:4242:/srv/
 """
 
 
 def add_connection_options(parser: argparse.ArgumentParser) -> None:
-    """The flags shared by ``fabns shell`` and ``fabns -H``."""
+    """The flags ``fabns shell`` and ``fabns cp`` share (``fabns -H`` has Fabric's own)."""
     group = parser.add_argument_group("target and connection")
     group.add_argument("--pid", type=int, help="enter the namespaces of this host PID")
+    group.add_argument("--container", help="container name, when the target names none")
     group.add_argument(
         "--engine",
-        default="auto",
         choices=["auto", "machined", "lxc", "podman", "docker"],
         help="how to find the container by name (default: auto, every engine installed)",
     )
     group.add_argument("--owner", help="host user owning the container (unprivileged LXC/Podman)")
     group.add_argument(
         "--method",
-        default="auto",
         choices=["auto", "nsenter", "setns", "lxc-attach"],
         help="way in (default: auto)",
     )
     group.add_argument("--ns-user", help="user (name or uid) to be inside the container")
     group.add_argument("--ns-group", help="group (name or gid) to be inside the container")
+    group.add_argument(
+        "--persistent",
+        action="store_true",
+        default=None,
+        help="enter once and run everything through that session",
+    )
     group.add_argument("-i", "--identity", action="append", help="SSH private key file")
-    group.add_argument("-F", "--ssh-config", help="SSH config file (default ~/.ssh/config)")
+    group.add_argument("-S", "-F", "--ssh-config", help="SSH config file (default ~/.ssh/config)")
     group.add_argument("-t", "--connect-timeout", type=float, help="SSH connect timeout (s)")
+    group.add_argument(
+        "--prompt-for-sudo-password",
+        action="store_true",
+        help="ask for the host sudo password first (used only where sudo wants one)",
+    )
     group.add_argument(
         "--sudo-password-env",
         metavar="VAR",
@@ -64,146 +84,107 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def target_spec(text: str, args: argparse.Namespace) -> Any:
-    """The `~fabns.spec.TargetSpec` for one command-line target and the flags."""
-    from fabns.spec import TargetSpec
-
-    return TargetSpec.parse(
-        text,
-        pid=args.pid,
-        engine=args.engine,
-        owner=args.owner,
-        method=args.method,
-        uid=_id(args.ns_user),
-        gid=_id(args.ns_group),
-    )
-
-
-def label(spec: Any) -> str:
-    """How output lines of a target are prefixed: ``host[:port]/container``."""
-    return str(spec.replace(user=None))
-
-
-def connect(spec: Any, args: argparse.Namespace) -> Any:
-    """A `NamespaceConnection` for one command-line target."""
+def connector(args: argparse.Namespace) -> Any:
+    """A function making the `NamespaceConnection` for a target string, from the flags."""
     from fabns import Config, NamespaceConnection
 
     overrides: dict[str, Any] = {}
     if args.sudo_password_env:
         overrides["sudo"] = {"password": os.environ.get(args.sudo_password_env, "")}
+    if args.prompt_for_sudo_password:
+        overrides["sudo"] = {"password": getpass.getpass("Desired 'sudo.password' config value: ")}
     config = Config(overrides=overrides, runtime_ssh_path=args.ssh_config)
     if args.ssh_config:
         config.load_ssh_config()
     connect_kwargs: dict[str, Any] = {}
     if args.identity:
         connect_kwargs["key_filename"] = args.identity
-    return NamespaceConnection.from_spec(
-        spec, config=config, connect_kwargs=connect_kwargs, connect_timeout=args.connect_timeout
-    )
+    options = {
+        "pid": args.pid,
+        "container": args.container,
+        "engine": args.engine,
+        "owner": args.owner,
+        "method": args.method,
+        "uid": _id(args.ns_user),
+        "gid": _id(args.ns_group),
+        "persistent": args.persistent,
+    }
+
+    def connect(target: str) -> Any:
+        return NamespaceConnection.from_spec(
+            target,
+            config=config,
+            connect_kwargs=connect_kwargs,
+            connect_timeout=args.connect_timeout,
+            **{k: v for k, v in options.items() if v is not None},
+        )
+
+    return connect
 
 
 def _id(value: str | None) -> int | str | None:
     return int(value) if value is not None and value.isascii() and value.isdecimal() else value
 
 
+def _failed(error: BaseException) -> int:
+    print(f"fabns: {error}", file=sys.stderr)
+    return 2 if isinstance(error, ValueError) else 1
+
+
 def shell_main(argv: Sequence[str]) -> int:
+    """``fabns shell TARGET``: an interactive login shell inside the target."""
     parser = argparse.ArgumentParser(
         prog="fabns shell",
         description="Open an interactive login shell inside a container on a remote host.",
-        epilog="example: fabns shell root@web1/app   or   fabns shell web1 --pid 4242",
+        epilog=SHELL_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("target", help="[user@]host[:port][/container or /pid:N]")
     add_connection_options(parser)
     args = parser.parse_args(argv)
+    import paramiko
+
     from fabns import NamespaceError
 
     try:
-        with connect(target_spec(args.target, args), args) as c:
+        with connector(args)(args.target) as c:
             result = c.shell()
-    except (NamespaceError, ValueError) as error:
-        print(f"fabns: {error}", file=sys.stderr)
-        return 2
+    except (NamespaceError, ValueError, OSError, paramiko.SSHException) as error:
+        return _failed(error)
     return int(result.exited or 0)
 
 
-class Prefixed:
-    """A text stream that prefixes every line written to ``stream``."""
-
-    def __init__(self, stream: IO[str], prefix: str, lock: threading.Lock) -> None:
-        self.stream = stream
-        self.prefix = prefix
-        self.lock = lock
-        self.partial = ""
-
-    def write(self, text: str) -> int:
-        self.partial += text
-        *lines, self.partial = self.partial.split("\n")
-        if lines:
-            with self.lock:
-                self.stream.write("".join(f"{self.prefix}{line}\n" for line in lines))
-        return len(text)
-
-    def flush(self) -> None:
-        if self.partial:
-            self.write("\n")
-        with self.lock:
-            self.stream.flush()
-
-
-def run_main(argv: Sequence[str]) -> int:
+def cp_main(argv: Sequence[str]) -> int:
+    """``fabns cp SRC DST``: a file into or out of a target, atomically."""
     parser = argparse.ArgumentParser(
-        prog="fabns",
-        description=(
-            "Fabric connections that run inside Linux namespaces and containers.\n"
-            "Run one command in each target: fabns -H TARGETS [options] -- COMMAND...\n"
-            "Other commands: fabns shell TARGET (interactive shell), fabns demo."
-        ),
-        epilog=EXAMPLES,
+        prog="fabns cp",
+        description="Copy a file into or out of a container on a remote host, atomically.",
+        epilog=CP_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"fabns {__version__}")
-    parser.add_argument(
-        "-H", "--hosts", help="comma-separated targets, each [user@]host[:port][/container|/pid:N]"
-    )
+    parser.add_argument("source", help="local path, or [user@]host[:port]/container:path")
+    parser.add_argument("destination", help="local path, or [user@]host[:port]/container:path")
     add_connection_options(parser)
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--progress", action="store_true", default=None, help="always draw a progress bar"
+    )
+    shown.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="never draw one (default: on a terminal, for files of 1 MiB or more)",
+    )
     args = parser.parse_args(argv)
-    command = list(args.command)
-    if command[:1] == ["--"]:
-        command = command[1:]
-    if not args.hosts or not command:
-        parser.print_help()
-        return 0 if not argv else 2
-    from fabns import NamespaceError
-    from fabns.quoting import join
+    import paramiko
 
-    text = command[0] if len(command) == 1 else join(command)
-    lock = threading.Lock()
-    failures: list[str] = []
-    targets = [t for t in args.hosts.split(",") if t]
-    for text_target in targets:
-        name = text_target
-        try:
-            spec = target_spec(text_target, args)
-            name = label(spec)
-            out = Prefixed(sys.stdout, f"[{name}] ", lock)
-            err = Prefixed(sys.stderr, f"[{name}] ", lock)
-            with connect(spec, args) as c:
-                result = c.run(text, warn=True, out_stream=out, err_stream=err, in_stream=False)
-            out.flush()
-            err.flush()
-            if result.exited != 0:
-                failures.append(f"{name} (exit {result.exited})")
-        except (NamespaceError, ValueError, OSError) as error:
-            print(f"[{name}] fabns: {error}", file=sys.stderr)
-            failures.append(f"{name} ({type(error).__name__})")
-    if failures:
-        print(
-            f"fabns: {len(failures)} of {len(targets)} targets failed: {', '.join(failures)}",
-            file=sys.stderr,
-        )
-        return 1
+    from fabns import NamespaceError
+    from fabns.copy import copy
+
+    try:
+        copy(args.source, args.destination, connector(args), progress=args.progress)
+    except (NamespaceError, ValueError, OSError, paramiko.SSHException) as error:
+        return _failed(error)
     return 0
 
 
@@ -271,9 +252,14 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["shell"]:
         return shell_main(args[1:])
+    if args[:1] == ["cp"]:
+        return cp_main(args[1:])
     if args[:1] == ["demo"]:
         return demo()
-    return run_main(args)
+    from fabns.program import make_program
+
+    make_program().run(["fabns", *args])
+    return 0
 
 
 if __name__ == "__main__":

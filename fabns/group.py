@@ -15,6 +15,7 @@ one handshake per host, whatever the number of containers.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -152,6 +153,16 @@ class NamespaceGroup(Group):  # type: ignore[misc]
         """A group of existing `NamespaceConnection` s (sharing transports where they can)."""
         return cls(*connections)
 
+    def each(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> GroupResult:
+        """``function(member, *args, **kwargs)`` for every member, like `run`.
+
+        The way to run a task (any function taking a connection first, such as
+        a Fabric ``@task``) over the group -- serially here, in threads in a
+        `ThreadingNamespaceGroup`. Returns a `~fabric.group.GroupResult` of
+        what it returned, or raises `~fabric.exceptions.GroupException`.
+        """
+        return self._each(lambda c: function(c, *args, **kwargs))
+
     def _each(self, action: Callable[[NamespaceConnection], Any]) -> GroupResult:
         """``action`` on every member, in order; `GroupException` if any raised."""
         results = GroupResult()
@@ -170,17 +181,41 @@ class NamespaceGroup(Group):  # type: ignore[misc]
         return self._each(lambda c: getattr(c, method)(*args, **kwargs))
 
     def _transfer(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        def action(c: NamespaceConnection) -> Any:
+        return self._each(self._tidy(lambda c: getattr(c, method)(*args, **kwargs)))
+
+    @staticmethod
+    def _tidy(action: Callable[[NamespaceConnection], Any]) -> Callable[..., Any]:
+        """``action``, then the member's SFTP channel closed if its transport is shared
+        (an idle one per member would reach the server's ``MaxSessions``)."""
+
+        def tidied(c: NamespaceConnection) -> Any:
             try:
-                return getattr(c, method)(*args, **kwargs)
+                return action(c)
             finally:
                 if c._shared is not None:
-                    c.close_sftp()  # an idle SFTP channel per member would reach MaxSessions
+                    c.close_sftp()
 
-        return self._each(action)
+        return tidied
 
     def put(self, *args: Any, **kwargs: Any) -> GroupResult:
-        """`NamespaceConnection.put` on every member (the same local file for each)."""
+        """`NamespaceConnection.put` on every member (the same local file for each).
+
+        A file-like ``local`` is read once, from its start (its position is
+        left as it was), and each member is sent those bytes.
+        """
+        local: Any = args[0] if args else kwargs.get("local")
+        if hasattr(local, "read"):
+            position = local.tell()
+            local.seek(0)
+            data = local.read()
+            local.seek(position)
+            rest = args[1:]
+            kwargs.pop("local", None)
+
+            def action(c: NamespaceConnection) -> Any:
+                return c.put(io.BytesIO(data), *rest, **kwargs)
+
+            return self._each(self._tidy(action))
         return self._transfer("put", args, kwargs)
 
     def get(self, *args: Any, **kwargs: Any) -> GroupResult:
