@@ -387,15 +387,41 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
         if "shell" in kwargs:
             options["shell"] = kwargs["shell"]
 
+        pty = kwargs.get("pty", self.config.run.pty)
+
         def attempt(session: TargetSession) -> Any:
             if self.persistent:
                 runner = PersistentRemote(context=self)
+            elif pty and session.way.name != "lxc-attach":
+                return self._run_with_inner_pty(session, command, options, kwargs)
             else:
                 runner = self.config.runners.remote(context=self, inline_env=True)
             runner.call_options = options
             return self._run(runner, command, **kwargs)
 
         return self._retrying(attempt)
+
+    def _run_with_inner_pty(
+        self,
+        session: TargetSession,
+        command: str,
+        options: dict[str, Any],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """A one-shot command with a pty allocated *inside* the target.
+
+        An SSH pty is the host's: inside, ``tty`` would name a terminal the
+        target does not have. So the command runs through a helper session
+        used for this command only, which allocates the pty from the target's
+        own ``/dev/ptmx`` (lxc-attach allocates its own inside already).
+        """
+        runner = PersistentRemote(context=self)
+        runner.call_options = options
+        runner.session = PersistentSession(session)
+        try:
+            return self._run(runner, command, **kwargs)
+        finally:
+            runner.session.close()
 
     def run(self, command: str, **kwargs: Any) -> Any:
         """Run ``command`` inside the target, as `fabric.Connection.run` does on the host.

@@ -145,6 +145,8 @@ class PersistentRemote(Remote):  # type: ignore[misc]
     read_chunk_size = 65536
     call_options: dict[str, Any]
     channel: MuxStream
+    #: The session to run in; None: the context's ``persistent_session``.
+    session: PersistentSession | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -156,7 +158,8 @@ class PersistentRemote(Remote):  # type: ignore[misc]
         if self.using_pty:
             cols, rows = pty_size()
             pty = {"cols": cols, "rows": rows}
-        self.session: PersistentSession = self.context.persistent_session
+        if self.session is None:
+            self.session = self.context.persistent_session
         self.channel = self.session.open_command(command, env, pty, **self.call_options)
         if self.using_pty and cares_about_SIGWINCH():
             signal.signal(signal.SIGWINCH, self.handle_window_change)
@@ -228,6 +231,7 @@ class PersistentRemote(Remote):  # type: ignore[misc]
     def generate_result(self, **kwargs: Any) -> Any:
         lost = self.channel.result.get("lost")
         if lost in ("gone", "session") and not self.timed_out:
+            assert self.session is not None
             error = self.session.lost(self.channel)
             if lost == "gone":
                 self.context.forget_target()  # the next command resolves afresh

@@ -175,6 +175,14 @@ class TestCommands:
         )
         assert result.stdout.endswith("hi fabns\n")
 
+    def test_pty_is_allocated_inside(self, connect, method, target):
+        user, key = target
+        c = connect(user, key, method=method)
+        script = 't=$(tty) && test -c "$t" && stat -c %d "$t" /dev/pts/ptmx'
+        its_fs, pts_fs = c.run(script, pty=True, hide=True).stdout.split()
+        # a terminal of the container's own devpts instance, not one of the host's
+        assert its_fs == pts_fs != str(os.stat("/dev/pts/ptmx").st_dev)
+
     def test_pty(self, connect, method):
         c = connect("root", "plain", method=method)
         result = c.run("test -t 0 && test -t 1 && echo tty; echo err >&2", pty=True, hide=True)
