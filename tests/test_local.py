@@ -418,6 +418,25 @@ class TestEngines:
             assert out == [name, "0"]
             assert (c.target.engine, c.target.name, c.method_name) == (engine, name, method)
 
+    def test_pty_through_lxc_attach(self, beds):
+        """lxc-attach makes its own pty inside: the command runs on a pty of Invoke's local
+        runner (nsenter and setns allocate theirs inside, through a helper session)."""
+        with local(container="fabns-p1", engine="lxc", method="lxc-attach") as c:
+            result = c.run("tty >/dev/null && echo tty; exit 3", pty=True, hide=True, warn=True)
+            assert (result.exited, result.stdout.replace("\r", "")) == (3, "tty\n")
+            needle = "sleep 3417"
+            timer = threading.Timer(1.0, _thread.interrupt_main)
+            timer.start()
+            try:
+                result = c.run(needle, pty=True, hide=True, warn=True)
+            finally:
+                timer.cancel()
+            assert result.failed
+            deadline = time.monotonic() + 5
+            while host_processes(needle) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert host_processes(needle) == []
+
     @pytest.mark.parametrize("method", ["nsenter", "setns"])
     def test_root_into_alices_containers_by_owner(self, beds, method):
         for name, engine in (("fabns-u1", "lxc"), ("fabns-apod", "podman")):
