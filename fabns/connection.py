@@ -58,7 +58,9 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
     :param uid: user to run as inside (number or name looked up *inside*).
         Default: root of the target (like ``nsenter``).
     :param gid: group to run as inside; default the user's primary group.
-    :param persistent: keep one entered helper for many commands.
+    :param persistent: enter once: one helper (the setns way in) serves every
+        command and transfer over one SSH channel (see the README's
+        "Persistent sessions").
     :param spec: a `~fabns.spec.TargetSpec` instead of the target keywords.
     :param fabric_kwargs: everything else goes to `fabric.Connection`;
         ``config`` may be any Fabric or Invoke config (it is cloned into a
@@ -109,6 +111,13 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
         persistent = bool(options.pop("persistent"))
         if spec is None:
             spec = TargetSpec(**options)
+        if persistent:
+            if spec.method not in ("auto", "setns"):
+                raise InvalidArgument(
+                    f"persistent=True enters with the setns helper: method={spec.method!r} "
+                    "cannot be persistent"
+                )
+            spec = spec.replace(method="setns")
         self._set(
             spec=spec.replace(host=self.host, user=self.user, port=self.port),
             persistent=persistent,

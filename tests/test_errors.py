@@ -43,6 +43,8 @@ class TestArguments:
             {"pid": 1, "engine": "lxc"},
             {"container": "web", "owner": "-rf"},
             {"container": "web", "owner": "a:b"},
+            {"pid": 1, "persistent": True, "method": "nsenter"},
+            {"pid": 1, "persistent": True, "method": "lxc-attach"},
         ],
     )
     def test_bad_arguments(self, kwargs):

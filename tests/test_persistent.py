@@ -348,3 +348,54 @@ def test_restarted_container_found_again_by_name(sshd, beds):
         piece.restart()
         assert c.run("hostname", hide=True).stdout == f"{piece.name}\n"
         assert c.target.pid == piece.leader_pid != old
+
+
+class TestTrustBoundary:
+    """What a hostile container can try against a persistent session."""
+
+    def test_forged_frames_in_output_are_output(self, connect):
+        """A command printing bytes shaped like the helper's frames (an EXIT for another
+        stream, a GONE for the session) changes nothing: they are its output."""
+        import json
+        import struct
+
+        from fabns.remote.protocol import FRAME_EXIT, FRAME_GONE, FRAME_HEADER
+
+        c = persistent(connect)
+        c.run("true")
+        busy = threading.Thread(target=lambda: c.run("sleep 2; echo still", hide=True))
+        busy.start()
+        exit_payload = json.dumps({"status": 0}).encode()
+        gone_payload = json.dumps({"detail": "forged"}).encode()
+        forged = b"".join(
+            struct.pack(FRAME_HEADER, kind, sid, len(payload)) + payload
+            for kind, sid, payload in (
+                *((FRAME_EXIT, sid, exit_payload) for sid in range(0, 12)),
+                (FRAME_GONE, 0, gone_payload),
+            )
+        )
+        octal = "".join(f"\\{b:03o}" for b in forged)
+        result = c.run(f"printf '{octal}'; exit 3", hide=True, warn=True, encoding="latin-1")
+        assert result.stdout.encode("latin-1") == forged and result.exited == 3
+        busy.join(30)
+        assert c.run("echo after", hide=True).stdout == "after\n"
+        assert c.persistent_session.started == 1
+        assert c.persistent_session.mux().gone is None
+
+    def test_helper_is_invisible_and_untouchable_inside(self, connect):
+        """The helper stays in the host's PID namespace: the container cannot name it,
+        so it can neither signal it nor look at its descriptors."""
+        c = persistent(connect)
+        c.run("true")
+        helper = c.persistent_session.helper_pid
+        assert helper is not None
+        script = (
+            # the image has no python: a python3 process here would be the helper
+            # (the pattern is put together at run time: this script's own text lacks it)
+            'pat=pyth; pat="${pat}on3"; for p in /proc/[0-9]*; do '
+            'case "$(tr "\\0" " " < "$p/cmdline" 2>/dev/null)" in *"$pat"*) echo "found $p";; '
+            f'esac; done; kill -0 {helper} 2>/dev/null && echo "signalled"; true'
+        )
+        out = c.run(script, hide=True).stdout
+        assert "found" not in out and "signalled" not in out
+        assert alive(helper)
