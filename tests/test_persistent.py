@@ -48,6 +48,22 @@ def wait_until(predicate: Any, seconds: float = 15.0) -> bool:
     return bool(predicate())
 
 
+def in_background(c: Any, command: str) -> tuple[threading.Thread, list[BaseException]]:
+    """Run ``command`` on ``c`` in a thread, started half a second ago; what it raised."""
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            c.run(command)
+        except BaseException as error:
+            outcome.append(error)
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    time.sleep(0.5)
+    return runner, outcome
+
+
 @pytest.fixture
 def scratch_container(tmp_path: Path) -> Any:
     made: list[Container] = []
@@ -209,17 +225,7 @@ class TestFaults:
         ctr = scratch_container("fabns-p-dies")
         c = persistent(connect, pid=ctr.leader_pid)
         c.run("true")
-        outcome: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                c.run("sleep 1000")
-            except BaseException as error:
-                outcome.append(error)
-
-        runner = threading.Thread(target=run)
-        runner.start()
-        time.sleep(0.5)
+        runner, outcome = in_background(c, "sleep 1000")
         os.kill(ctr.leader_pid, signal.SIGKILL)
         runner.join(15)
         assert not runner.is_alive(), "the command outlived its leader by 15 s"
@@ -242,17 +248,7 @@ class TestFaults:
         c.run("true")
         helper = c.persistent_session.helper_pid
         assert helper is not None
-        outcome: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                c.run("sleep 1001")
-            except BaseException as error:
-                outcome.append(error)
-
-        runner = threading.Thread(target=run)
-        runner.start()
-        time.sleep(0.5)
+        runner, outcome = in_background(c, "sleep 1001")
         os.kill(helper, signal.SIGKILL)
         runner.join(15)
         assert outcome and isinstance(outcome[0], SessionLost), outcome
@@ -265,17 +261,7 @@ class TestFaults:
         c = persistent(connect)
         c.run("true")
         helper = c.persistent_session.helper_pid
-        outcome: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                c.run("sleep 1002")
-            except BaseException as error:
-                outcome.append(error)
-
-        runner = threading.Thread(target=run)
-        runner.start()
-        time.sleep(0.5)
+        runner, outcome = in_background(c, "sleep 1002")
         c.transport.close()  # the TCP connection goes away under the session
         runner.join(15)
         assert outcome and isinstance(outcome[0], SessionLost), outcome
