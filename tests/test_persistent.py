@@ -104,6 +104,27 @@ class TestOneEntry:
         assert its_fs == pts_fs != str(os.stat("/dev/pts/ptmx").st_dev)
         assert c.run("stty size", pty=True, hide=True).stdout.split() == ["24", "80"]
 
+    def test_window_changes_reach_the_pty(self, connect):
+        c = persistent(connect)
+        stream = c.persistent_session.open_command(
+            "stty size; read line; stty size", {}, {"cols": 80, "rows": 24}
+        )
+        first = b""
+        while b"\n" not in first:
+            first += stream.recv(1024)
+        stream.resize_pty(132, 43)
+        time.sleep(0.2)
+        stream.sendall(b"go\n")
+        rest = b"".join(iter(lambda: stream.recv(1024), b""))
+        assert stream.recv_exit_status() == 0
+        stream.close()
+        assert first.split()[:2] == [b"24", b"80"]
+        assert rest.split()[-2:] == [b"43", b"132"]
+
+    def test_killed_by_a_signal_reports_minus_one_like_fabric(self, connect):
+        c = persistent(connect)
+        assert c.run("kill -TERM $$", warn=True, hide=True).exited == -1
+
     def test_session_env_and_cwd_per_command(self, connect):
         c = persistent(connect)
         assert c.run("echo $FOO", env={"FOO": "one"}, hide=True).stdout == "one\n"
