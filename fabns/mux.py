@@ -27,7 +27,7 @@ import threading
 import time
 from typing import Any
 
-from fabns.errors import SessionLost
+from fabns.errors import InvalidArgument, SessionLost
 from fabns.remote.protocol import (
     FRAME_CREDIT,
     FRAME_EOF,
@@ -306,7 +306,10 @@ class Mux:
         data = json.dumps(request).encode("utf-8", "surrogateescape")
         if len(data) > FRAME_MAX:
             self.forget(stream)
-            raise ValueError(f"the command is too long for one frame ({len(data)} bytes)")
+            raise InvalidArgument(
+                f"the command and its environment take {len(data)} bytes; a persistent "
+                f"session takes at most {FRAME_MAX}"
+            )
         self.send(FRAME_OPEN, sid, data)
         return stream
 
