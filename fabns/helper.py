@@ -3,7 +3,15 @@
 The helper travels inside the command itself -- compressed, base64, passed to
 ``python3 -c`` -- so nothing is written on the host or in the container, and
 stdin stays free for the user's command. Each mode gets a program of only the
-modules it needs (`PROGRAMS`), assembled as `fabns.remote` describes.
+modules it needs (`PROGRAMS`), assembled as `fabns.remote` describes, and sent
+without docstrings and comments (`compact`).
+
+Where the time of a one-shot helper goes on the host (Python 3.11, 2 cores):
+starting ``python3 -I -S`` 7.5 ms; importing the stdlib modules the program
+needs 4-10 ms (``ctypes`` 2 ms; ``re`` with ``enum`` 4 ms wherever ``base64``,
+``json``, ``encodings.idna`` or ``signal`` pull them in); compiling the program
+5 ms (exec) to 11 ms (serve), in proportion to its code, not its comments;
+unpacking it 0.2 ms.
 """
 
 from __future__ import annotations
@@ -65,25 +73,61 @@ def _without_sibling_imports(name: str, source: str, earlier: tuple[str, ...]) -
     return "".join(line for number, line in enumerate(lines) if number not in dropped)
 
 
+def _modules(mode: str) -> tuple[str, ...]:
+    try:
+        return PROGRAMS[mode]
+    except KeyError:
+        raise ValueError(f"no helper mode {mode!r}") from None
+
+
+@functools.cache
+def _assembled(name: str, earlier: tuple[str, ...]) -> str:
+    return _without_sibling_imports(name, _module_source(name), earlier)
+
+
+@functools.cache
+def _compacted(name: str, earlier: tuple[str, ...]) -> str:
+    return compact(_assembled(name, earlier))  # once per module, for every mode that has it
+
+
 @functools.cache
 def program(mode: str) -> str:
     """The helper's source for ``mode``: its modules in order, sibling imports dropped."""
-    try:
-        modules = PROGRAMS[mode]
-    except KeyError:
-        raise ValueError(f"no helper mode {mode!r}") from None
-    parts = [
-        f"# fabns.remote.{name}\n"
-        + _without_sibling_imports(name, _module_source(name), modules[:index])
+    modules = _modules(mode)
+    return "\n\n".join(
+        f"# fabns.remote.{name}\n" + _assembled(name, modules[:index])
         for index, name in enumerate(modules)
-    ]
-    return "\n\n".join(parts)
+    )
+
+
+def compact(source: str) -> str:
+    """``source`` as it is sent: the same syntax tree without docstrings, written
+    back by `ast.unparse`, so without comments either (a third less to send).
+
+    Nothing newer than the source is written: the tree is the same, node for node.
+    """
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            first = node.body[0] if node.body else None
+            if isinstance(first, ast.Expr) and isinstance(getattr(first.value, "value", 0), str):
+                node.body = node.body[1:] or [ast.Pass()]
+    return ast.unparse(tree)
+
+
+@functools.cache
+def sent_program(mode: str) -> str:
+    """What the helper runs for ``mode``: `program`, each module made `compact`."""
+    modules = _modules(mode)
+    return "\n".join(_compacted(name, modules[:index]) for index, name in enumerate(modules))
 
 
 @functools.cache
 def _bootstrap(mode: str) -> str:
-    packed = base64.b64encode(zlib.compress(program(mode).encode("utf-8"), 9)).decode("ascii")
-    return f"import base64,zlib;exec(zlib.decompress(base64.b64decode('{packed}')))"
+    """The ``-c`` argument: unpack and run `sent_program`. ``binascii`` rather than
+    ``base64``, which imports ``re`` (with ``enum``, 4 ms of a 25 ms helper)."""
+    packed = base64.b64encode(zlib.compress(sent_program(mode).encode("utf-8"), 9))
+    return f"import binascii,zlib;exec(zlib.decompress(binascii.a2b_base64('{packed.decode()}')))"
 
 
 def encode_request(request: Mapping[str, object]) -> str:
