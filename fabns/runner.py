@@ -152,6 +152,12 @@ class NamespaceRunner(Runner):
         if self._hold_stdin():
             super().close_proc_stdin()
 
+    def respond(self, buffer_: list[str]) -> None:
+        # Invoke joins the whole output so far on every read, for the watchers:
+        # quadratic on a large output. Without watchers there is nothing to do.
+        if self.watchers:
+            super().respond(buffer_)
+
     def kill(self) -> None:
         # Invoke calls this from its timeout timer only. Note the timeout first:
         # Invoke's own flag turns true only once the timer thread has finished,
