@@ -209,6 +209,9 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
         Both must log in to the same host, port and user (containers on one
         host). Whichever opens first connects; `close` of one leaves the
         transport open for the others, and the last one to close closes it.
+        With the same sudo password and ``fabns.host_timeout`` they also share
+        fabns's host steps (the SSH account, its tools and privilege are
+        asked once).
         Call it before this connection opens::
 
             app, db = NamespaceConnection("web1", container="app"), ...
@@ -234,6 +237,9 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
                 shared.hold(with_)
             with_._set(_shared=shared)
         self._set(_shared=shared, client=shared.client)
+        for member in (with_, self):  # fabns's host steps: once per host, too
+            if member._host_session is None:
+                member._set(_host_session=shared.host_session(member.host, member.config))
 
     def open(self) -> Any:
         """Connect, as `fabric.Connection.open` -- or use the shared transport if it is up."""

@@ -10,7 +10,8 @@
     web.get("/var/log/app.log")          # -> web1/app/app.log, web1/worker/app.log, ...
 
 Members on the same host (same port and SSH user) share one SSH transport:
-one handshake per host, whatever the number of containers.
+one handshake per host, whatever the number of containers -- and fabns's own
+host steps (who the SSH user is, which tools, host privilege) are asked once.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ class NamespaceGroup(Group):  # type: ignore[misc]
         strings, specs and mappings (``config=``, ``connect_kwargs=``,
         ``method=``...).
 
-    ``run``, ``sudo``, ``put`` and ``get`` return a `~fabric.group.GroupResult`
+    ``run``, ``sudo``, ``put``, ``get`` and ``each`` return a `~fabric.group.GroupResult`
     keyed by member -- one key per container, even for several containers on
     one host -- or raise `~fabric.exceptions.GroupException` holding it when any
     member failed, as Fabric's groups do. ``get`` saves to

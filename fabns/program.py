@@ -449,9 +449,15 @@ class NamespaceExecutor(Executor):  # type: ignore[misc]
                 for item in todo:
                     one(*item)
             else:
-                with ThreadPoolExecutor(parallel, thread_name_prefix="fabns-target") as pool:
+                pool = ThreadPoolExecutor(parallel, thread_name_prefix="fabns-target")
+                try:
                     for future in [pool.submit(one, *item) for item in todo]:
                         future.result()
+                except BaseException:  # Ctrl-C: start nothing more; closing ends the rest
+                    stop.set()
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
+                pool.shutdown()
         return results
 
     def _fail(self, label: str, task: str, error: BaseException) -> None:

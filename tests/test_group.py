@@ -92,6 +92,21 @@ class TestOneTransportPerHost:
             assert group[0].transport.is_active()
             assert group[0].client is group[1].client
 
+    def test_host_steps_are_shared_too(self, harness, kind):
+        with kind(*targets(harness, "root", "plain", "rootns"), **options(harness)) as group:
+            group.run("true", hide=True)
+            assert group[0].host_session is group[1].host_session
+            assert group[0].host_session.facts().uid == 0
+
+    def test_another_sudo_password_keeps_its_own_host_steps(self):
+        one = NamespaceConnection("bob@web1", container="a")
+        other = NamespaceConnection(
+            "bob@web1", container="b", config=Config(overrides={"sudo": {"password": "x"}})
+        )
+        with NamespaceGroup(one, other) as group:
+            assert group[0].client is group[1].client
+            assert group[0].host_session is not group[1].host_session
+
     def test_other_ssh_users_get_their_own_transport(self, harness):
         root = targets(harness, "root", "plain", "rootns")
         alice = targets(harness, "alice", "alice-maproot", "alice-subid")
