@@ -23,8 +23,11 @@ import contextlib
 import itertools
 import os
 import pwd
+import selectors
 import socket
 import subprocess
+import threading
+import time
 from typing import Any, ClassVar
 
 from fabns.config import as_fabns_config
@@ -37,6 +40,19 @@ from fabns.spec import TargetSpec
 
 _names = itertools.count(1)
 
+#: Bytes of a command's stdout (and of its stderr) held in memory for a reader before the
+#: command has to wait: paramiko's default window, what an SSH channel would hold.
+WINDOW = 2 * 1024 * 1024
+
+
+class _Output:
+    """One output stream of a `LocalChannel`'s command, as its pump buffers it."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray()
+        self.eof = False
+
 
 class LocalChannel:
     """The part of `paramiko.Channel` fabns uses, for a process on this machine.
@@ -46,8 +62,14 @@ class LocalChannel:
     group never reaches this process), with stdin, stdout and stderr on three
     socket pairs (separate descriptions, as sshd's pipes are: a command may make
     its stdin non-blocking without changing its stdout): what sshd gives a
-    command of a login shell that is ``/bin/sh``, without sshd. Timeouts (`settimeout`) raise
-    `TimeoutError` (``socket.timeout``) as a channel's do; `recv` returns
+    command of a login shell that is ``/bin/sh``, without sshd.
+
+    As paramiko's transport thread does for a channel, a thread of the channel
+    reads the command's stdout and stderr as they come, into memory, up to
+    `WINDOW` bytes each: a client that sends requests faster than it reads
+    replies (paramiko's SFTP prefetch) never deadlocks against a command that
+    answers each request before reading the next. Timeouts (`settimeout`)
+    raise `TimeoutError` (``socket.timeout``) as a channel's do; `recv` returns
     ``b""`` at the end of the output or once the channel is closed.
 
     No pty: commands that want one run through
@@ -61,8 +83,11 @@ class LocalChannel:
         self._name = f"local-{next(_names)}"
         self._timeout: float | None = None
         self._in: socket.socket | None = None
-        self._out: socket.socket | None = None
-        self._err: socket.socket | None = None
+        self._out: _Output | None = None
+        self._err: _Output | None = None
+        self._wake: tuple[socket.socket, socket.socket] | None = None
+        self._pump: threading.Thread | None = None
+        self._changed = threading.Condition()
         self._process: subprocess.Popen[bytes] | None = None
 
     def __repr__(self) -> str:
@@ -109,21 +134,27 @@ class LocalChannel:
         finally:
             for sock in theirs:
                 sock.close()
-        self._in, self._out, self._err = ours
-        self._in.shutdown(socket.SHUT_RD)
-        self._out.shutdown(socket.SHUT_WR)
-        self._err.shutdown(socket.SHUT_WR)
-        self.settimeout(self._timeout)
+        stdin, stdout, stderr = ours
+        stdin.shutdown(socket.SHUT_RD)
+        stdin.settimeout(self._timeout)
+        for sock in (stdout, stderr):
+            sock.shutdown(socket.SHUT_WR)
+            sock.setblocking(False)
+        self._in, self._out, self._err = stdin, _Output(stdout), _Output(stderr)
+        self._wake = socket.socketpair()
+        for sock in self._wake:
+            sock.setblocking(False)
+        self._pump = threading.Thread(target=self._read_outputs, name=self._name, daemon=True)
+        self._pump.start()
 
     # -- timeouts ------------------------------------------------------------------
 
     def settimeout(self, timeout: float | None) -> None:
         """Seconds a `recv`, `recv_stderr` or `send` may wait (None: for ever)."""
         self._timeout = timeout
-        for sock in (self._in, self._out, self._err):
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.settimeout(timeout)
+        if self._in is not None:
+            with contextlib.suppress(OSError):
+                self._in.settimeout(timeout)
 
     def gettimeout(self) -> float | None:
         return self._timeout
@@ -131,58 +162,110 @@ class LocalChannel:
     def setblocking(self, blocking: bool | int) -> None:
         self.settimeout(None if blocking else 0.0)
 
-    # -- data ------------------------------------------------------------------------
+    # -- writing ---------------------------------------------------------------------
 
-    def _socket(self, sock: socket.socket | None) -> socket.socket:
-        if sock is None:
+    def _stdin(self) -> socket.socket:
+        if self.closed:
+            raise OSError("Socket is closed")
+        if self._in is None:
             raise OSError("no command was started on this channel")
-        return sock
+        return self._in
 
     def send(self, data: bytes) -> int:
-        if self.closed:
-            raise OSError("Socket is closed")
-        return self._socket(self._in).send(data)
+        return self._stdin().send(data)
 
     def sendall(self, data: bytes) -> None:
-        if self.closed:
-            raise OSError("Socket is closed")
-        self._socket(self._in).sendall(data)
-
-    def _read(self, sock: socket.socket | None, nbytes: int) -> bytes:
-        if self.closed:
-            return b""
-        try:
-            return self._socket(sock).recv(nbytes)
-        except TimeoutError:
-            raise
-        except OSError:
-            if self.closed:  # closed by another thread while this one waited
-                return b""
-            raise
-
-    def recv(self, nbytes: int) -> bytes:
-        """Up to ``nbytes`` of the command's stdout; ``b""`` at its end."""
-        return self._read(self._out, nbytes)
-
-    def recv_stderr(self, nbytes: int) -> bytes:
-        """Up to ``nbytes`` of the command's stderr; ``b""`` at its end."""
-        return self._read(self._err, nbytes)
-
-    def recv_ready(self) -> bool:
-        """Whether `recv` would return without waiting."""
-        if self.closed or self._out is None:
-            return True
-        try:
-            return bool(self._out.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-        except BlockingIOError:
-            return False
-        except OSError:
-            return True
+        self._stdin().sendall(data)
 
     def shutdown_write(self) -> None:
         """End the command's stdin."""
         if not self.closed and self._in is not None:
             self._in.shutdown(socket.SHUT_WR)
+
+    # -- reading ---------------------------------------------------------------------
+
+    def _read_outputs(self) -> None:
+        """The pump: move the command's output into memory, each stream up to `WINDOW`."""
+        assert self._out is not None and self._err is not None and self._wake is not None
+        outputs, wake = (self._out, self._err), self._wake[1]
+        selector = selectors.DefaultSelector()
+        selector.register(wake, selectors.EVENT_READ)
+        watched: set[_Output] = set()
+        try:
+            while True:
+                with self._changed:
+                    if self.closed or all(output.eof for output in outputs):
+                        return
+                    wanted = {o for o in outputs if not o.eof and len(o.buffer) < WINDOW}
+                for output in watched - wanted:
+                    selector.unregister(output.sock)
+                for output in wanted - watched:
+                    selector.register(output.sock, selectors.EVENT_READ, output)
+                watched = wanted
+                for key, _ in selector.select():
+                    if key.data is None:
+                        with contextlib.suppress(OSError):
+                            wake.recv(4096)
+                        continue
+                    output = key.data
+                    try:
+                        chunk = output.sock.recv(65536)
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        chunk = b""
+                    with self._changed:
+                        if chunk:
+                            output.buffer += chunk
+                        else:
+                            output.eof = True
+                        self._changed.notify_all()
+        finally:
+            selector.close()
+            with self._changed:
+                for output in outputs:
+                    output.eof = True
+                self._changed.notify_all()
+
+    def _wake_pump(self) -> None:
+        if self._wake is not None:
+            with contextlib.suppress(OSError):
+                self._wake[0].send(b"w")
+
+    def _take(self, output: _Output | None, nbytes: int) -> bytes:
+        if output is None:
+            if self.closed:
+                return b""
+            raise OSError("no command was started on this channel")
+        timeout = self._timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            while not output.buffer and not output.eof and not self.closed:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError("timed out")
+                self._changed.wait(remaining)
+            if self.closed:
+                return b""
+            data = bytes(output.buffer[:nbytes])
+            full = len(output.buffer) >= WINDOW
+            del output.buffer[:nbytes]
+        if full:
+            self._wake_pump()
+        return data
+
+    def recv(self, nbytes: int) -> bytes:
+        """Up to ``nbytes`` of the command's stdout; ``b""`` at its end."""
+        return self._take(self._out, nbytes)
+
+    def recv_stderr(self, nbytes: int) -> bytes:
+        """Up to ``nbytes`` of the command's stderr; ``b""`` at its end."""
+        return self._take(self._err, nbytes)
+
+    def recv_ready(self) -> bool:
+        """Whether stdout has data that `recv` returns without waiting."""
+        with self._changed:
+            return self._out is not None and bool(self._out.buffer)
 
     # -- the end ---------------------------------------------------------------------
 
@@ -200,16 +283,25 @@ class LocalChannel:
     def close(self) -> None:
         """Close this side: the command reads the end of its stdin, its writes fail.
 
-        Wakes up any thread waiting in `recv` or `recv_stderr`. The command is
-        not waited for (as an SSH channel's close does not); it is reaped once done.
+        Wakes up any thread waiting in `recv`, `recv_stderr` or `send`. The
+        command is not waited for (as an SSH channel's close does not); it is
+        reaped once done.
         """
-        if self.closed:
-            return
-        self.closed = True
-        for sock in (self._in, self._out, self._err):
+        with self._changed:
+            if self.closed:
+                return
+            self.closed = True
+            self._changed.notify_all()
+        if self._in is not None:
+            with contextlib.suppress(OSError):
+                self._in.shutdown(socket.SHUT_RDWR)
+        self._wake_pump()
+        pump = self._pump
+        if pump is not None and pump is not threading.current_thread():
+            pump.join()
+        sockets = [self._in, *(o.sock for o in (self._out, self._err) if o is not None)]
+        for sock in [*sockets, *(self._wake or ())]:
             if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
         if self._process is not None:
             self._process.poll()

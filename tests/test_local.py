@@ -342,6 +342,24 @@ class TestLocalChannel:
         assert channel.recv_exit_status() == 0
         channel.close()
 
+    def test_requests_sent_before_replies_are_read_never_deadlock(self):
+        """paramiko's SFTP prefetch sends read requests while nothing reads the replies: the
+        channel holds the replies in memory (up to its window), as an SSH channel does."""
+        channel = LocalChannel()
+        channel.settimeout(30)
+        script = (
+            "import sys\n"
+            "for _ in range(24):\n"
+            "    sys.stdout.buffer.write(sys.stdin.buffer.read(65536)); sys.stdout.flush()\n"
+        )
+        channel.exec_command(f"exec /usr/bin/python3 -I -c {quote(script)}")
+        payload = os.urandom(24 * 65536)
+        channel.sendall(payload)  # far more than a socket buffer, both ways
+        channel.shutdown_write()
+        assert _read_all(channel.recv) == payload
+        assert channel.recv_exit_status() == 0
+        channel.close()
+
     def test_timeouts_and_close_wake_readers(self):
         channel = LocalChannel()
         channel.settimeout(0.3)
