@@ -160,7 +160,8 @@ class NamespaceConnection(Connection):  # type: ignore[misc]
 
     def _identity(self) -> tuple[Any, ...]:
         spec = self.target_spec
-        return (self.host, self.user, self.port, spec.key, spec.uid, spec.gid)
+        # uid/gid as text: numbers and names must still sort against each other
+        return (self.host, self.user, self.port, spec.key, str(spec.uid), str(spec.gid))
 
     @property
     def target_spec(self) -> TargetSpec:

@@ -20,6 +20,7 @@ import ast
 import base64
 import functools
 import json
+import threading
 import zlib
 from collections.abc import Mapping
 from importlib import resources
@@ -80,9 +81,15 @@ def _modules(mode: str) -> tuple[str, ...]:
         raise ValueError(f"no helper mode {mode!r}") from None
 
 
+#: Python 3.11's ast is not safe from several threads at once (``SystemError: AST
+#: constructor recursion depth mismatch``): groups assemble the helper from threads.
+_AST_LOCK = threading.RLock()
+
+
 @functools.cache
 def _assembled(name: str, earlier: tuple[str, ...]) -> str:
-    return _without_sibling_imports(name, _module_source(name), earlier)
+    with _AST_LOCK:
+        return _without_sibling_imports(name, _module_source(name), earlier)
 
 
 @functools.cache
@@ -106,13 +113,18 @@ def compact(source: str) -> str:
 
     Nothing newer than the source is written: the tree is the same, node for node.
     """
-    tree = ast.parse(source)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
-            first = node.body[0] if node.body else None
-            if isinstance(first, ast.Expr) and isinstance(getattr(first.value, "value", 0), str):
-                node.body = node.body[1:] or [ast.Pass()]
-    return ast.unparse(tree)
+    with _AST_LOCK:
+        tree = ast.parse(source)
+        for node in ast.walk(tree):
+            if isinstance(
+                node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef
+            ):
+                first = node.body[0] if node.body else None
+                if isinstance(first, ast.Expr) and isinstance(
+                    getattr(first.value, "value", 0), str
+                ):
+                    node.body = node.body[1:] or [ast.Pass()]
+        return ast.unparse(tree)
 
 
 @functools.cache
