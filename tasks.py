@@ -1,4 +1,4 @@
-"""Developer tasks: ``inv test``, ``inv lint``, ``inv bench``, ``inv harness-up/down``."""
+"""Developer tasks: ``inv test``, ``lint``, ``bench``, ``soak``, ``harness-up``, ``-down``."""
 
 from __future__ import annotations
 
@@ -37,15 +37,45 @@ def test(c: Context, k: str = "", x: bool = False) -> None:
 
 @task(
     help={
-        "rounds": "commands per latency measurement",
+        "rounds": "commands per latency measurement (median, p95)",
+        "threads": "threads on one connection for the throughput figure",
+        "gib": "GiB of command output (0: skip)",
+        "resolves": "fresh connections for name vs PID resolve (0: skip)",
         "mib": "size of the large transfer in MiB (0: skip transfers)",
         "small": "number of small files to transfer",
+        "groups": "containers for the group figures (0: skip)",
+        "users": "accounts to measure, comma-separated (root, alice)",
     }
 )
-def bench(c: Context, rounds: int = 30, mib: int = 256, small: int = 1000) -> None:
-    """Per-command cost and transfer throughput: fabns vs plain Fabric vs raw OpenSSH, one run."""
+def bench(
+    c: Context,
+    rounds: int = 200,
+    threads: int = 16,
+    gib: float = 1,
+    resolves: int = 20,
+    mib: int = 256,
+    small: int = 1000,
+    groups: int = 32,
+    users: str = "root,alice",
+) -> None:
+    """Per command, threads, big output, resolve, transfers: fabns vs Fabric, OpenSSH, Mitogen."""
+    options = (
+        f"--rounds {rounds} --threads {threads} --gib {gib} --resolves {resolves} "
+        f"--mib {mib} --small {small} --groups {groups} --users {users}"
+    )
     with c.cd(str(ROOT)):
-        c.run(f"{PY} bench/run.py --rounds {rounds} --mib {mib} --small {small}", pty=False)
+        c.run(f"{PY} bench/run.py {options}", pty=False)
+
+
+@task(help={"commands": "commands per thread (CI runs 25)"})
+def soak(c: Context, commands: int = 500) -> None:
+    """The soak test at full length: 8 threads of commands and transfers, nothing may grow."""
+    with c.cd(str(ROOT)):
+        c.run(
+            f"{PY} -m pytest -q -m soak tests/test_soak.py",
+            env={"FABNS_SOAK_COMMANDS": str(commands)},
+            pty=False,
+        )
 
 
 @task(name="harness-up")
