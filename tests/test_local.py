@@ -18,14 +18,18 @@ of alice, carol and bob.
 from __future__ import annotations
 
 import _thread
+import atexit
 import contextlib
+import functools
 import io
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -360,6 +364,25 @@ class TestLocalChannel:
         assert channel.recv_exit_status() == 0
         channel.close()
 
+    def test_many_small_requests_before_any_reply_is_read(self):
+        """The other way: paramiko's prefetch sends thousands of small read requests. The
+        kernel charges each small write to a socket far more than its size; the channel
+        holds them as sshd would, so none of these sends waits for the replies."""
+        channel = LocalChannel()
+        channel.settimeout(30)
+        script = (
+            "import sys\n"
+            "for line in sys.stdin.buffer:\n"
+            "    sys.stdout.buffer.write(line * 512); sys.stdout.flush()\n"
+        )
+        channel.exec_command(f"exec /usr/bin/python3 -I -c {quote(script)}")
+        for _ in range(3000):
+            channel.send(b"r" * 31 + b"\n")
+        channel.shutdown_write()
+        assert len(_read_all(channel.recv)) == 3000 * 32 * 512
+        assert channel.recv_exit_status() == 0
+        channel.close()
+
     def test_timeouts_and_close_wake_readers(self):
         channel = LocalChannel()
         channel.settimeout(0.3)
@@ -497,13 +520,31 @@ finally:
 """
 
 
+@functools.cache
+def readable_path() -> str:
+    """A PYTHONPATH every user can read: fabns and the venv's packages, copied out (the
+    checkout and root's venv may lie under /root, which only root may enter)."""
+    site = next(p for p in sys.path if p.endswith("site-packages") and "/.venv/" in p)
+    repo = Path(__file__).resolve().parents[1]
+    place = Path(tempfile.mkdtemp(prefix="fabns-as-user-"))
+    place.chmod(0o755)
+    shutil.copytree(repo / "fabns", place / "code" / "fabns")
+    shutil.copytree(site, place / "site", symlinks=True)
+    for directory, _, files in os.walk(place):
+        os.chmod(directory, 0o755)
+        for name in files:
+            path = os.path.join(directory, name)
+            if not os.path.islink(path):
+                os.chmod(path, os.stat(path).st_mode | 0o444)
+    atexit.register(shutil.rmtree, place, True)
+    return f"{place / 'code'}:{place / 'site'}"
+
+
 def as_user(user: str, **request: Any) -> dict[str, Any]:
     """Run `AS_USER` as ``user`` with the system Python 3 (root's venv lies under /root)."""
-    site = next(p for p in sys.path if p.endswith("site-packages") and "/.venv/" in p)
-    repo = str(Path(__file__).resolve().parents[1])
     done = subprocess.run(
         ["runuser", "-u", user, "--", "/usr/bin/env", "-i", "PATH=/usr/bin:/bin",
-         f"PYTHONPATH={repo}:{site}", "/usr/bin/python3", "-c", AS_USER,
+         f"PYTHONPATH={readable_path()}", "/usr/bin/python3", "-c", AS_USER,
          json.dumps({"who": user, **request})],
         capture_output=True, text=True, timeout=120, cwd="/", stdin=subprocess.DEVNULL,
     )  # fmt: skip
