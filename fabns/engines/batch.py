@@ -39,12 +39,14 @@ from fabns.quoting import quote
 CAT = "/bin/cat"
 
 #: The step's shell functions. ``fabns_put TAG VALUE`` prints VALUE as base64, a
-#: ``TAG`` line per line of it. ``fabns_record INDEX SCRIPT`` runs SCRIPT (stdin
-#: from /dev/null, stdout and stderr captured, fd 3 and 4 closed) and prints its
-#: framed record; it writes the o and x lines to fd 3, its caller's output.
+#: ``TAG`` line per line of it (an empty VALUE is one ``TAG`` line, with no base64
+#: process). ``fabns_record INDEX SCRIPT`` runs SCRIPT (stdin from /dev/null,
+#: stdout and stderr captured, fd 3 and 4 closed) and prints its framed record;
+#: it writes the o and x lines to fd 3, its caller's output.
 PRELUDE = (
     "set -f; "
-    f'fabns_put() {{ set -- "$1" "$(printf %s "$2" | {BASE64})"; printf "$1 %s\\n" $2; }}; '
+    f'fabns_put() {{ [ -z "$2" ] || set -- "$1" "$(printf %s "$2" | {BASE64})"; '
+    'printf "$1 %s\\n" $2; }; '
     "fabns_record() { printf 'lookup %s\\n' \"$1\"; "
     'fabns_e=$( { fabns_o=$( eval "$2" </dev/null 2>&4 3>&- 4>&- ); fabns_x=$?; '
     'fabns_put o "$fabns_o" >&3; printf "x %s\\n" "$fabns_x" >&3; } 4>&1 ); '
