@@ -40,8 +40,8 @@ from fabns.spec import TargetSpec
 
 _names = itertools.count(1)
 
-#: Bytes of a command's stdout (and of its stderr) held in memory for a reader before the
-#: command has to wait: paramiko's default window, what an SSH channel would hold.
+#: Bytes held in memory each way: of a command's stdout, of its stderr, and of what is sent
+#: to its stdin. paramiko's default window: what an SSH channel (and its sshd) would hold.
 WINDOW = 2 * 1024 * 1024
 
 
@@ -64,13 +64,15 @@ class LocalChannel:
     its stdin non-blocking without changing its stdout): what sshd gives a
     command of a login shell that is ``/bin/sh``, without sshd.
 
-    As paramiko's transport thread does for a channel, a thread of the channel
-    reads the command's stdout and stderr as they come, into memory, up to
-    `WINDOW` bytes each: a client that sends requests faster than it reads
-    replies (paramiko's SFTP prefetch) never deadlocks against a command that
-    answers each request before reading the next. Timeouts (`settimeout`)
-    raise `TimeoutError` (``socket.timeout``) as a channel's do; `recv` returns
-    ``b""`` at the end of the output or once the channel is closed.
+    As an SSH channel is (paramiko's transport thread on one side, sshd on the
+    other), it is buffered both ways: a thread of the channel moves what is
+    sent to the command's stdin, and its stdout and stderr as they come, up to
+    `WINDOW` bytes each. So a client that sends requests while nothing reads
+    the replies (paramiko's SFTP prefetch) never deadlocks against a command
+    that answers each request before reading the next. Timeouts
+    (`settimeout`) raise `TimeoutError` (``socket.timeout``) as a channel's
+    do; `recv` returns ``b""`` at the end of the output or once the channel is
+    closed.
 
     No pty: commands that want one run through
     `~fabns.runner.LocalNamespaceRunner`.
@@ -83,6 +85,10 @@ class LocalChannel:
         self._name = f"local-{next(_names)}"
         self._timeout: float | None = None
         self._in: socket.socket | None = None
+        self._pending = bytearray()  # sent, not yet written to the command's stdin
+        self._end_input = False  # shutdown_write was called: end stdin once _pending is written
+        self._input_ended = False
+        self._input_error: OSError | None = None
         self._out: _Output | None = None
         self._err: _Output | None = None
         self._wake: tuple[socket.socket, socket.socket] | None = None
@@ -136,25 +142,21 @@ class LocalChannel:
                 sock.close()
         stdin, stdout, stderr = ours
         stdin.shutdown(socket.SHUT_RD)
-        stdin.settimeout(self._timeout)
         for sock in (stdout, stderr):
             sock.shutdown(socket.SHUT_WR)
-            sock.setblocking(False)
-        self._in, self._out, self._err = stdin, _Output(stdout), _Output(stderr)
         self._wake = socket.socketpair()
-        for sock in self._wake:
+        for sock in (*ours, *self._wake):
             sock.setblocking(False)
-        self._pump = threading.Thread(target=self._read_outputs, name=self._name, daemon=True)
+        with self._changed:
+            self._in, self._out, self._err = stdin, _Output(stdout), _Output(stderr)
+        self._pump = threading.Thread(target=self._move, name=self._name, daemon=True)
         self._pump.start()
 
     # -- timeouts ------------------------------------------------------------------
 
     def settimeout(self, timeout: float | None) -> None:
-        """Seconds a `recv`, `recv_stderr` or `send` may wait (None: for ever)."""
+        """Seconds a `recv`, `recv_stderr` or `send` may wait (None: for ever; 0: not at all)."""
         self._timeout = timeout
-        if self._in is not None:
-            with contextlib.suppress(OSError):
-                self._in.settimeout(timeout)
 
     def gettimeout(self) -> float | None:
         return self._timeout
@@ -162,93 +164,147 @@ class LocalChannel:
     def setblocking(self, blocking: bool | int) -> None:
         self.settimeout(None if blocking else 0.0)
 
-    # -- writing ---------------------------------------------------------------------
+    def _wait(self, ready: Any) -> None:
+        """Wait (holding ``_changed``) until ``ready()``; `TimeoutError` after the timeout."""
+        timeout = self._timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not ready():
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError("timed out")
+            self._changed.wait(remaining)
 
-    def _stdin(self) -> socket.socket:
-        if self.closed:
-            raise OSError("Socket is closed")
-        if self._in is None:
-            raise OSError("no command was started on this channel")
-        return self._in
+    # -- the pump --------------------------------------------------------------------
 
-    def send(self, data: bytes) -> int:
-        return self._stdin().send(data)
-
-    def sendall(self, data: bytes) -> None:
-        self._stdin().sendall(data)
-
-    def shutdown_write(self) -> None:
-        """End the command's stdin."""
-        if not self.closed and self._in is not None:
-            self._in.shutdown(socket.SHUT_WR)
-
-    # -- reading ---------------------------------------------------------------------
-
-    def _read_outputs(self) -> None:
-        """The pump: move the command's output into memory, each stream up to `WINDOW`."""
-        assert self._out is not None and self._err is not None and self._wake is not None
-        outputs, wake = (self._out, self._err), self._wake[1]
+    def _move(self) -> None:
+        """Move stdin out of memory and stdout/stderr into it, each up to `WINDOW`."""
+        assert self._in is not None and self._out is not None and self._err is not None
+        assert self._wake is not None
+        stdin, outputs, wake = self._in, (self._out, self._err), self._wake[1]
         selector = selectors.DefaultSelector()
         selector.register(wake, selectors.EVENT_READ)
-        watched: set[_Output] = set()
+        watched: dict[socket.socket, int] = {}
         try:
             while True:
+                wanted: dict[socket.socket, int] = {}
                 with self._changed:
                     if self.closed or all(output.eof for output in outputs):
                         return
-                    wanted = {o for o in outputs if not o.eof and len(o.buffer) < WINDOW}
-                for output in watched - wanted:
-                    selector.unregister(output.sock)
-                for output in wanted - watched:
-                    selector.register(output.sock, selectors.EVENT_READ, output)
+                    for output in outputs:
+                        if not output.eof and len(output.buffer) < WINDOW:
+                            wanted[output.sock] = selectors.EVENT_READ
+                    if self._input_error is None:
+                        if self._pending:
+                            wanted[stdin] = selectors.EVENT_WRITE
+                        elif self._end_input and not self._input_ended:
+                            self._input_ended = True
+                            with contextlib.suppress(OSError):
+                                stdin.shutdown(socket.SHUT_WR)
+                for sock in set(watched) - set(wanted):
+                    selector.unregister(sock)
+                for sock, events in wanted.items():
+                    if sock not in watched:
+                        selector.register(sock, events)
                 watched = wanted
                 for key, _ in selector.select():
-                    if key.data is None:
+                    if key.fileobj is wake:
                         with contextlib.suppress(OSError):
                             wake.recv(4096)
-                        continue
-                    output = key.data
-                    try:
-                        chunk = output.sock.recv(65536)
-                    except BlockingIOError:
-                        continue
-                    except OSError:
-                        chunk = b""
-                    with self._changed:
-                        if chunk:
-                            output.buffer += chunk
-                        else:
-                            output.eof = True
-                        self._changed.notify_all()
+                    elif key.fileobj is stdin:
+                        self._write_input(stdin)
+                    else:
+                        self._read_output(next(o for o in outputs if o.sock is key.fileobj))
         finally:
             selector.close()
             with self._changed:
                 for output in outputs:
                     output.eof = True
+                if self._input_error is None:
+                    self._input_error = OSError("Socket is closed")
                 self._changed.notify_all()
+
+    def _write_input(self, stdin: socket.socket) -> None:
+        with self._changed:
+            data = bytes(self._pending[:65536])
+        try:
+            sent = stdin.send(data)
+        except BlockingIOError:
+            return
+        except OSError as error:  # the command closed its stdin or ended
+            with self._changed:
+                self._input_error = error
+                self._pending.clear()
+                self._changed.notify_all()
+            return
+        with self._changed:
+            del self._pending[:sent]
+            self._changed.notify_all()
+
+    def _read_output(self, output: _Output) -> None:
+        try:
+            chunk = output.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        with self._changed:
+            if chunk:
+                output.buffer += chunk
+            else:
+                output.eof = True
+            self._changed.notify_all()
 
     def _wake_pump(self) -> None:
         if self._wake is not None:
             with contextlib.suppress(OSError):
                 self._wake[0].send(b"w")
 
-    def _take(self, output: _Output | None, nbytes: int) -> bytes:
-        if output is None:
-            if self.closed:
-                return b""
-            raise OSError("no command was started on this channel")
-        timeout = self._timeout
-        deadline = None if timeout is None else time.monotonic() + timeout
+    # -- writing ---------------------------------------------------------------------
+
+    def send(self, data: bytes) -> int:
+        """Queue up to ``len(data)`` bytes for the command's stdin; returns how many."""
         with self._changed:
-            while not output.buffer and not output.eof and not self.closed:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError("timed out")
-                self._changed.wait(remaining)
+            if self._in is None and not self.closed:
+                raise OSError("no command was started on this channel")
+
+            def ready() -> bool:
+                failed = self.closed or self._input_error is not None
+                return failed or len(self._pending) < WINDOW
+
+            self._wait(ready)
+            if self.closed or self._input_error is not None or self._end_input:
+                raise OSError("Socket is closed")
+            taken = min(len(data), WINDOW - len(self._pending))
+            self._pending += data[:taken]
+        self._wake_pump()
+        return taken
+
+    def sendall(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[self.send(bytes(view[: WINDOW // 2])) :]
+
+    def shutdown_write(self) -> None:
+        """End the command's stdin, once what was sent is written."""
+        with self._changed:
+            if self.closed or self._in is None:
+                return
+            self._end_input = True
+        self._wake_pump()
+
+    # -- reading ---------------------------------------------------------------------
+
+    def _take(self, output: _Output | None, nbytes: int) -> bytes:
+        with self._changed:
+            if output is None:
+                if self.closed:
+                    return b""
+                raise OSError("no command was started on this channel")
+            self._wait(lambda: bool(output.buffer) or output.eof or self.closed)
             if self.closed:
                 return b""
-            data = bytes(output.buffer[:nbytes])
             full = len(output.buffer) >= WINDOW
+            data = bytes(output.buffer[:nbytes])
             del output.buffer[:nbytes]
         if full:
             self._wake_pump()
@@ -292,9 +348,6 @@ class LocalChannel:
                 return
             self.closed = True
             self._changed.notify_all()
-        if self._in is not None:
-            with contextlib.suppress(OSError):
-                self._in.shutdown(socket.SHUT_RDWR)
         self._wake_pump()
         pump = self._pump
         if pump is not None and pump is not threading.current_thread():
@@ -302,6 +355,8 @@ class LocalChannel:
         sockets = [self._in, *(o.sock for o in (self._out, self._err) if o is not None)]
         for sock in [*sockets, *(self._wake or ())]:
             if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
         if self._process is not None:
             self._process.poll()
