@@ -406,10 +406,10 @@ class TestLocalChannel:
 
 
 def _read_all(read: Any) -> bytes:
-    data = b""
+    chunks = []
     while chunk := read(65536):
-        data += chunk
-    return data
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 # -- ptys ----------------------------------------------------------------------------------------
