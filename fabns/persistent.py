@@ -15,10 +15,8 @@ command -- never for a command that may have started: that one fails with
 
 from __future__ import annotations
 
-import codecs
 import signal
 import threading
-from collections.abc import Iterator
 from typing import IO, Any
 
 from fabric.runners import Remote, cares_about_SIGWINCH
@@ -29,6 +27,7 @@ from fabns.errors import SessionLost, TargetChanged, TargetExited
 from fabns.failures import from_marker
 from fabns.markers import EntryError
 from fabns.mux import Mux, MuxStream, set_nodelay
+from fabns.runner import GroupSignallingRunner
 from fabns.session import TargetSession
 from fabns.ways.setns import command_request, credentials_request
 
@@ -132,7 +131,7 @@ class PersistentSession:
             mux.close()
 
 
-class PersistentRemote(Remote):  # type: ignore[misc]
+class PersistentRemote(GroupSignallingRunner, Remote):  # type: ignore[misc]
     """Run one command through the context's `PersistentSession`.
 
     Chosen by `~fabns.connection.NamespaceConnection` when ``persistent=True``.
@@ -151,7 +150,6 @@ class PersistentRemote(Remote):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.call_options = {}
-        self._timer_fired = False
 
     def start(self, command: str, shell: str, env: dict[str, Any], timeout: Any = None) -> None:
         pty = None
@@ -163,16 +161,6 @@ class PersistentRemote(Remote):  # type: ignore[misc]
         self.channel = self.session.open_command(command, env, pty, **self.call_options)
         if self.using_pty and cares_about_SIGWINCH():
             signal.signal(signal.SIGWINCH, self.handle_window_change)
-
-    def read_proc_output(self, reader: Any) -> Iterator[str]:
-        # one incremental decoder per stream: a character split between two reads
-        # is decoded whole
-        decoder = codecs.getincrementaldecoder(self.encoding)(errors="replace")
-        while data := reader(self.read_chunk_size):
-            if text := decoder.decode(data):
-                yield text
-        if rest := decoder.decode(b"", final=True):
-            yield rest
 
     def wait(self) -> None:
         # the stream's exit is an event: no sleep between polls
@@ -205,28 +193,9 @@ class PersistentRemote(Remote):  # type: ignore[misc]
                     break
                 self.program_finished.wait(self.input_sleep)
 
-    def respond(self, buffer_: list[str]) -> None:
-        # Invoke joins the whole output so far on every read, for the watchers:
-        # quadratic on a large output. Without watchers there is nothing to do.
-        if self.watchers:
-            super().respond(buffer_)
-
-    def kill(self) -> None:
-        # Invoke's timeout timer: the helper kills the command's process group
-        self._timer_fired = True
-        self.channel.signal(signal.SIGKILL)
-        super().kill()
-
-    @property
-    def timed_out(self) -> bool:
-        return self._timer_fired or bool(super().timed_out)
-
-    def send_interrupt(self, interrupt: KeyboardInterrupt) -> None:
-        if self.using_pty:
-            super().send_interrupt(interrupt)  # ^C into the pty, as Fabric does
-            return
-        self.channel.signal(signal.SIGTERM)
-        raise interrupt
+    def _signal_group(self, signame: str) -> None:
+        # the helper signals the group of its own child: no host step
+        self.channel.signal(getattr(signal, f"SIG{signame}"))
 
     def generate_result(self, **kwargs: Any) -> Any:
         lost = self.channel.result.get("lost")

@@ -48,7 +48,62 @@ from fabns.session import TargetSession
 ENTRY_WAIT = 10.0
 
 
-class NamespaceRunner(Runner):
+class GroupSignallingRunner(Runner):
+    """What every fabns runner adds to Invoke's: incremental decoding, no quadratic
+    `respond` without watchers, and a timeout or Ctrl-C that signals the command's
+    process group (`_signal_group`, the subclass's way of reaching it).
+
+    .. versionadded:: 0.3
+    """
+
+    _timer_fired = False
+
+    def _signal_group(self, signame: str) -> None:
+        """Send ``SIG<signame>`` to the command's process group."""
+        raise NotImplementedError
+
+    def read_proc_output(self, reader: Any) -> Generator[str, None, None]:
+        # One incremental decoder per stream: a character split between two reads
+        # is decoded whole (Invoke decodes each read on its own).
+        decoder = codecs.getincrementaldecoder(self.encoding)(errors="replace")
+        while True:
+            data = reader(self.read_chunk_size)
+            if not data:
+                break
+            text = decoder.decode(data)
+            if text:
+                yield text
+        rest = decoder.decode(b"", final=True)
+        if rest:
+            yield rest
+
+    def respond(self, buffer_: list[str]) -> None:
+        # Invoke joins the whole output so far on every read, for the watchers:
+        # quadratic on a large output. Without watchers there is nothing to do.
+        if self.watchers:
+            super().respond(buffer_)
+
+    def kill(self) -> None:
+        # Invoke calls this from its timeout timer only. Note the timeout first:
+        # Invoke's own flag turns true only once the timer thread has finished,
+        # and the kill below takes a host round trip.
+        self._timer_fired = True
+        self._signal_group("KILL")
+        super().kill()
+
+    @property
+    def timed_out(self) -> bool:
+        return self._timer_fired or bool(super().timed_out)
+
+    def send_interrupt(self, interrupt: KeyboardInterrupt) -> None:
+        if self.using_pty:
+            super().send_interrupt(interrupt)
+            return
+        self._signal_group("TERM")
+        raise interrupt
+
+
+class NamespaceRunner(GroupSignallingRunner):
     """An Invoke runner whose command runs inside the target of its context.
 
     Not used by itself: a subclass says where the host side runs
@@ -99,21 +154,6 @@ class NamespaceRunner(Runner):
         """Start the host shell ``line`` (with a pty if `using_pty`), with a fixed environment."""
         raise NotImplementedError
 
-    def read_proc_output(self, reader: Any) -> Generator[str, None, None]:
-        # One incremental decoder per stream: a character split between two reads
-        # is decoded whole (Invoke decodes each read on its own).
-        decoder = codecs.getincrementaldecoder(self.encoding)(errors="replace")
-        while True:
-            data = reader(self.read_chunk_size)
-            if not data:
-                break
-            text = decoder.decode(data)
-            if text:
-                yield text
-        rest = decoder.decode(b"", final=True)
-        if rest:
-            yield rest
-
     def read_proc_stdout(self, num_bytes: int) -> bytes:
         while True:
             data = super().read_proc_stdout(num_bytes)
@@ -151,31 +191,6 @@ class NamespaceRunner(Runner):
     def close_proc_stdin(self) -> None:
         if self._hold_stdin():
             super().close_proc_stdin()
-
-    def respond(self, buffer_: list[str]) -> None:
-        # Invoke joins the whole output so far on every read, for the watchers:
-        # quadratic on a large output. Without watchers there is nothing to do.
-        if self.watchers:
-            super().respond(buffer_)
-
-    def kill(self) -> None:
-        # Invoke calls this from its timeout timer only. Note the timeout first:
-        # Invoke's own flag turns true only once the timer thread has finished,
-        # and the kill below takes a host round trip.
-        self._timer_fired = True
-        self._signal_group("KILL")
-        super().kill()
-
-    @property
-    def timed_out(self) -> bool:
-        return self._timer_fired or bool(super().timed_out)
-
-    def send_interrupt(self, interrupt: KeyboardInterrupt) -> None:
-        if self.using_pty:
-            super().send_interrupt(interrupt)
-            return
-        self._signal_group("TERM")
-        raise interrupt
 
     def _signal_group(self, signame: str) -> None:
         """Signal the command's host process group, as its host side reported it.
